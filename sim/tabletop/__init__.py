@@ -1,0 +1,1 @@
+"""The language-conditioned MuJoCo tabletop suite."""

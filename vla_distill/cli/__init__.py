@@ -1,0 +1,1 @@
+"""The ``vla-distill`` command line."""
