@@ -56,6 +56,9 @@ def configure_gl_backend() -> str | None:
     if _state["backend"] is not None:
         return _state["backend"]
     backend = os.environ.get("MUJOCO_GL")
+    if not backend and "mujoco" in sys.modules:
+        _state["imported_too_early"] = True
+        return None
     if not backend:
         if _backend_works("egl"):
             backend = "egl"
@@ -74,6 +77,11 @@ def configure_gl_backend() -> str | None:
 def require_gl_backend() -> str:
     """Return the configured backend, or raise a clear error when no backend works."""
     backend = configure_gl_backend()
+    if _state.get("imported_too_early"):
+        raise RuntimeError(
+            "mujoco was imported before vla_distill.sim, so it could not be given a headless "
+            "OpenGL backend; import vla_distill.sim first or set MUJOCO_GL=egl (or osmesa)"
+        )
     if backend is None:
         raise RuntimeError(f"no headless OpenGL backend works on this machine: {INSTALL_HINT}")
     return backend

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         def save(record):
             writer.append(Episode(record.task, record.instruction, record.seed, record.success, np.stack(record.images), np.stack(record.states), np.stack(record.actions)))
             bar.update(1)
+            logger.debug("saved episode %s seed %d (%d steps)", record.task, record.seed, record.steps)
 
         records = run_episodes(ExpertPolicy(args.noise), todo, num_envs=args.num_envs, image_size=args.image_size, record_steps=True, on_episode=save)
         bar.close()

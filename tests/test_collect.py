@@ -1,0 +1,131 @@
+"""Demonstration files: HDF5 round trip, interrupted collection and --resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from vla_distill.cli.main import main
+from vla_distill.data.demos import Episode, EpisodeWriter, load_demos
+
+ATTRS = {"env_id": "vla_distill/Tabletop-v0", "config": {"episodes": 2}}
+
+
+def fake_episode(task, seed, length, rng):
+    return Episode(
+        task=task,
+        instruction=f"lift the {task.split('-')[1]} block",
+        seed=seed,
+        success=bool(seed % 2),
+        images=rng.integers(0, 255, size=(length, 16, 16, 3), dtype=np.uint8),
+        states=rng.normal(size=(length, 4)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(length, 7)).astype(np.float32),
+    )
+
+
+def test_hdf5_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    episodes = [fake_episode("lift-red", 3, 5, rng), fake_episode("lift-blue", 4, 7, rng)]
+    with EpisodeWriter(tmp_path / "d.h5", 16, 4, ATTRS, resume=False) as writer:
+        for episode in episodes:
+            writer.append(episode)
+    demos = load_demos(tmp_path / "d.h5")
+    assert demos.n_episodes == 2
+    assert np.array_equal(demos.images, np.concatenate([e.images for e in episodes]))
+    assert np.array_equal(demos.actions, np.concatenate([e.actions for e in episodes]))
+    assert demos.episode_task == ["lift-red", "lift-blue"]
+    assert demos.episode_instruction[1] == "lift the blue block"
+    assert demos.episode_start.tolist() == [0, 5] and demos.episode_length.tolist() == [5, 7]
+    assert demos.episode_index.tolist() == [0] * 5 + [1] * 7
+    assert demos.episode_success.tolist() == [True, False]
+    assert demos.attrs["env_id"] == ATTRS["env_id"]
+    assert json.loads(demos.attrs["config"]) == ATTRS["config"]
+
+
+def test_rows_past_the_commit_counters_are_ignored_and_overwritten(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "d.h5"
+    with EpisodeWriter(path, 16, 4, ATTRS, resume=False) as writer:
+        writer.append(fake_episode("reach-red", 0, 4, rng))
+    with h5py.File(path, "a") as f:  # what a writer killed halfway through an episode leaves
+        f["actions"].resize(9, axis=0)
+        f["episode_task"].resize(2, axis=0)
+    assert load_demos(path).actions.shape == (4, 7)
+    with EpisodeWriter(path, 16, 4, ATTRS, resume=True) as writer:
+        writer.append(fake_episode("reach-green", 1, 3, rng))
+    demos = load_demos(path)
+    assert demos.actions.shape == (7, 7) and demos.episode_task == ["reach-red", "reach-green"]
+
+
+def test_existing_file_needs_resume(tmp_path):
+    path = tmp_path / "d.h5"
+    EpisodeWriter(path, 16, 4, ATTRS, resume=False).close()
+    with pytest.raises(ValueError, match="--resume"):
+        EpisodeWriter(path, 16, 4, ATTRS, resume=False)
+    with pytest.raises(ValueError, match="images of shape"):
+        EpisodeWriter(path, 32, 4, ATTRS, resume=True)
+
+
+def test_foreign_file_is_rejected(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = [1, 2]
+    with pytest.raises(ValueError, match="not a vla-distill episode file"):
+        load_demos(path)
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        load_demos(tmp_path / "junk.h5")
+
+
+def test_collect_writes_documented_layout(tmp_path):
+    out = tmp_path / "demos.h5"
+    assert main(["collect", "--tasks", "reach-red,lift-blue", "--episodes", "2", "--seed", "5", "--out", str(out)]) == 0
+    demos = load_demos(out)
+    assert demos.episode_task == ["reach-red", "reach-red", "lift-blue", "lift-blue"]
+    assert demos.episode_seed.tolist() == [5, 6, 5, 6]
+    assert demos.episode_success.all()
+    assert demos.images.dtype == np.uint8 and demos.images.shape[1:] == (64, 64, 3)
+    assert demos.states.shape == (demos.episode_length.sum(), 4)
+    assert demos.attrs["env_id"] == "vla_distill/Tabletop-v0"
+    with h5py.File(out) as f:
+        assert f["images"].compression == "gzip"
+        assert f["images"].chunks[0] > 1
+
+
+def collect_command(out, episodes):
+    return [sys.executable, "-m", "vla_distill.cli.main", "--log-level", "DEBUG", "collect", "--tasks", "all",
+            "--episodes", str(episodes), "--seed", "0", "--out", str(out)]
+
+
+def run_until_saved(command, n_saved, sig):
+    """Start a collection, wait until it has saved n_saved episodes, then send sig."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    saved = 0
+    for line in process.stderr:
+        saved += "saved episode" in line
+        if saved >= n_saved:
+            process.send_signal(sig)
+            break
+    process.stderr.read()
+    return process.wait(timeout=120)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_collection_stays_readable_and_resumes(tmp_path, sig):
+    out = tmp_path / "demos.h5"
+    returncode = run_until_saved(collect_command(out, 3), 4, sig)
+    assert returncode != 0
+    kept = load_demos(out)
+    assert 4 <= kept.n_episodes < 27
+    resumed = subprocess.run(collect_command(out, 3) + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    demos = load_demos(out)
+    pairs = list(zip(demos.episode_task, demos.episode_seed.tolist()))
+    assert len(pairs) == 27 and len(set(pairs)) == 27
+    assert demos.episode_start[-1] + demos.episode_length[-1] == len(demos.actions)
+    assert os.path.getsize(out) > 0
