@@ -36,7 +36,8 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path):
         result = run_cli(*case)
         assert result.returncode == 2, case
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "error:" in lines[0], result.stderr
+        assert len(lines) == 1, result.stderr
+        assert "error:" in lines[0], result.stderr
         assert "Traceback" not in result.stderr
 
 
@@ -44,8 +45,10 @@ def test_wilson_interval_hand_values():
     # 8 of 10: p = 0.8, z = 1.96; centre = (0.8 + 0.19208) / 1.38415 = 0.71674,
     # half width = 1.96 * sqrt(0.016 + 0.0096040) / 1.38415 = 0.22658.
     low, high = wilson_interval(8, 10)
-    assert abs(low - 0.49016) < 1e-4 and abs(high - 0.94332) < 1e-4
-    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    assert abs(low - 0.49016) < 1e-4
+    assert abs(high - 0.94332) < 1e-4
+    assert wilson_interval(0, 5)[0] == 0.0
+    assert wilson_interval(5, 5)[1] == 1.0
 
 
 def test_eval_writes_eval_info(tmp_path):
@@ -54,9 +57,11 @@ def test_eval_writes_eval_info(tmp_path):
     assert code == 0
     info = json.loads((tmp_path / "eval_info.json").read_text())
     assert EVAL_KEYS <= info.keys()
-    assert info["n_episodes"] == 2 and info["seed"] == 1000
+    assert info["n_episodes"] == 2
+    assert info["seed"] == 1000
     assert set(info["per_task"]) == {"reach-red", "reach-green", "reach-blue", "lift-red"}
-    assert info["success_rate"] == 1.0 and info["pc_success"] == 100.0
+    assert info["success_rate"] == 1.0
+    assert info["pc_success"] == 100.0
     assert [e["seed"] for e in info["episodes"] if e["task"] == "lift-red"] == [1000, 1001]
     assert 0.0 <= info["ci95"][0] <= info["success_rate"] <= info["ci95"][1] <= 1.0
     assert (tmp_path / "videos" / "lift-red_seed1000.mp4").stat().st_size > 0
@@ -74,7 +79,10 @@ def test_same_seeds_give_same_episodes_for_two_policies():
     for a, b in zip(clean, noisy):
         assert (a.task, a.seed, a.instruction) == (b.task, b.seed, b.instruction)
         assert np.array_equal(a.images[0], b.images[0])
-        assert not np.array_equal(a.actions[0], b.actions[0])
+        # Recorded labels are the clean expert actions, so the first ones agree; the noisy
+        # executed actions make the following observations differ.
+        assert np.array_equal(a.actions[0], b.actions[0])
+        assert not np.array_equal(a.images[2], b.images[2])
 
 
 def test_worker_processes_give_the_same_episodes():

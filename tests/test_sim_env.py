@@ -30,12 +30,16 @@ def test_spaces_and_observation_types():
     env = make("lift-red", wrist_camera=True)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
-    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["image"].shape == (64, 64, 3)
+    assert obs["image"].dtype == np.uint8
     assert obs["wrist_image"].shape == (64, 64, 3)
-    assert obs["state"].shape == (4,) and obs["state"].dtype == np.float32
+    assert obs["state"].shape == (4,)
+    assert obs["state"].dtype == np.float32
     assert isinstance(obs["instruction"], str)
-    assert env.action_space.shape == (7,) and env.action_space.dtype == np.float32
-    assert env.action_space.low.min() == -1.0 and env.action_space.high.max() == 1.0
+    assert env.action_space.shape == (7,)
+    assert env.action_space.dtype == np.float32
+    assert env.action_space.low.min() == -1.0
+    assert env.action_space.high.max() == 1.0
     assert info["task"] == "lift-red"
     env.close()
 
@@ -53,7 +57,8 @@ def test_same_seed_gives_identical_first_observation():
     b, info_b = second.reset(seed=123)
     assert np.array_equal(a["image"], b["image"])
     assert np.array_equal(a["state"], b["state"])
-    assert a["instruction"] == b["instruction"] and info_a["task"] == info_b["task"]
+    assert a["instruction"] == b["instruction"]
+    assert info_a["task"] == info_b["task"]
     first.close()
     second.close()
 
@@ -79,7 +84,7 @@ def test_different_seeds_move_the_objects():
     env.close()
 
 
-def test_task_option_matches_an_env_made_for_that_task():
+def test_task_option_matches_task_env():
     general, specific = make("all"), make("push-blue")
     a, info_a = general.reset(seed=5, options={"task": "push-blue"})
     b, info_b = specific.reset(seed=5)
@@ -97,9 +102,9 @@ def test_success_rules_on_constructed_positions():
     assert is_success("push", None, np.array([0.14, 0.06, 0.02]), zone)  # 4 cm from centre on both axes
     assert not is_success("push", None, np.array([0.16, 0.1, 0.02]), zone)  # 6 cm out along x
     assert not is_success("push", None, np.array([0.1, 0.1, 0.05]), zone)  # above the zone, not on it
-    held = np.array([0.0, 0.0, 0.09])
-    assert is_success("lift", held + [0, 0, 0.01], held, None)
-    assert not is_success("lift", np.array([0.0, 0.0, 0.2]), held, None)  # thrown, not held
+    lifted = np.array([0.0, 0.0, 0.09])
+    assert is_success("lift", lifted + [0, 0, 0.01], lifted, None)
+    assert not is_success("lift", np.array([0.0, 0.0, 0.2]), lifted, None)  # thrown, not held
     assert not is_success("lift", np.array([0.0, 0.0, 0.07]), np.array([0.0, 0.0, 0.07]), None)  # too low
 
 
@@ -109,7 +114,10 @@ def test_success_rule_reads_simulator_state():
     target = env.unwrapped.object_position("green")
     env.unwrapped.set_gripper_position(target + [0.0, 0.0, 0.02])
     _, reward, terminated, truncated, info = env.step(np.zeros(7, dtype=np.float32))
-    assert info["is_success"] and terminated and not truncated and reward == 1.0
+    assert info["is_success"]
+    assert terminated
+    assert not truncated
+    assert reward == 1.0
     env.close()
 
 
@@ -119,7 +127,8 @@ def test_idle_episode_is_truncated_not_terminated():
     limit = MAX_EPISODE_STEPS["reach"]
     for step in range(1, limit + 1):
         _, reward, terminated, truncated, info = env.step(np.zeros(7, dtype=np.float32))
-        assert not terminated and reward == 0.0
+        assert not terminated
+        assert reward == 0.0
         assert truncated == (step == limit)
     assert not info["is_success"]
     env.close()
@@ -130,7 +139,9 @@ def test_expert_succeeds(task):
     env = make(task)
     for seed in (1000, 1001, 1002):
         terminated, truncated, info = run_expert(env, seed)
-        assert info["is_success"] and terminated and not truncated, f"{task} seed {seed}"
+        assert info["is_success"], f"{task} seed {seed}"
+        assert terminated, f"{task} seed {seed}"
+        assert not truncated, f"{task} seed {seed}"
     env.close()
 
 
@@ -151,7 +162,8 @@ def test_instruction_sets():
     obs, _ = env.reset(seed=0)
     heldout = {t.format(object="red", zone=env.unwrapped.zone) for t in HELDOUT_TEMPLATES["push"]}
     train = {t.format(object="red", zone=env.unwrapped.zone) for t in TRAIN_TEMPLATES["push"]}
-    assert obs["instruction"] in heldout and obs["instruction"] not in train
+    assert obs["instruction"] in heldout
+    assert obs["instruction"] not in train
     assert set(obs["instruction"].split()) <= set(vocabulary())
     env.close()
 
@@ -166,7 +178,8 @@ def test_render_returns_video_frames():
     env = make("lift-red", render_mode="rgb_array", render_size=96)
     env.reset(seed=0)
     frame = env.render()
-    assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8
+    assert frame.shape == (96, 96, 3)
+    assert frame.dtype == np.uint8
     env.close()
 
 

@@ -1,7 +1,7 @@
 """Run seeded episodes of a policy on vector envs, one task at a time.
 
 Episode ``i`` of a task uses ``reset(seed=seeds[i])`` whatever the number of worker
-processes, so every policy evaluated with the same seeds sees identical episodes. The
+processes, so every policy evaluated with the same seeds gets identical episodes. The
 vector env runs with auto-reset disabled: a finished sub-env is reset explicitly with its
 next seed, so no reset observation is ever paired with the previous episode's action.
 """
@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EpisodeRecord:
-    """What one episode produced; step arrays are filled only when recording is on."""
+    """What one episode produced; step arrays are filled only when recording is on.
+
+    ``actions`` contains the label of each step: the executed action, or for the noisy expert
+    the clean expert action.
+    """
 
     task: str
     seed: int
@@ -48,8 +52,10 @@ class ExpertPolicy:
             raise ValueError(f"expert noise must be >= 0, got {noise_std}")
         self.noise_std = noise_std
 
-    def act(self, envs: gym.vector.VectorEnv, obs: dict) -> np.ndarray:
-        return np.stack(envs.call("expert_action", self.noise_std))
+    def act(self, envs: gym.vector.VectorEnv, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Return the actions to execute (noisy) and the clean expert actions to record."""
+        pairs = np.stack(envs.call("expert_actions", self.noise_std))  # (B, 2, 7)
+        return pairs[:, 0], pairs[:, 1]
 
 
 class ObservationPolicy:
@@ -127,11 +133,13 @@ def _drive(envs, policy, episodes, record_steps, video_episodes, on_episode) -> 
     while any(record is not None for record in active):
         _capture_frames(envs, active, video_episodes)
         actions = policy.act(envs, obs)
+        # A policy may return (executed, label) pairs; the label is what gets recorded.
+        actions, labels = actions if isinstance(actions, tuple) else (actions, actions)
         for i, record in enumerate(active):
             if record is not None and record_steps:
                 record.images.append(obs["image"][i])
                 record.states.append(obs["state"][i])
-                record.actions.append(actions[i].astype(np.float32))
+                record.actions.append(labels[i].astype(np.float32))
         obs, _, terminated, truncated, info = envs.step(actions)
         done = np.zeros(num_envs, dtype=bool)
         for i, record in enumerate(active):

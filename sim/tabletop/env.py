@@ -66,9 +66,9 @@ class TabletopEnv(gym.Env):
 
     ## Success, termination and reward
 
-    ``info["is_success"]`` is reported on every step (rules in ``tasks.is_success``):
-    reach within 3 cm of the cube centre; push the cube centre into the 10 x 10 cm zone;
-    lift the cube 8 cm above the table while holding it. The episode terminates on success
+    ``info["is_success"]`` is reported on every step, by the rules in ``tasks.is_success``.
+    Reach: the grasp point comes within 3 cm of the cube centre. Push: the cube centre lies in
+    the 10 x 10 cm zone. Lift: the cube is 8 cm above the table and held. The episode terminates on success
     and is truncated at the family's step limit (reach 40, push 100, lift 60). The reward is
     1.0 on the step that succeeds and 0.0 otherwise.
 
@@ -221,10 +221,19 @@ class TabletopEnv(gym.Env):
 
     def expert_action(self, noise_std: float = 0.0) -> np.ndarray:
         """Return the scripted expert's action for the current state, with optional Gaussian noise."""
-        action = self._expert.act(self)
+        return self.expert_actions(noise_std)[0]
+
+    def expert_actions(self, noise_std: float = 0.0) -> np.ndarray:
+        """Return a (2, 7) array: the action to execute (noisy) and the expert's clean action.
+
+        Executing the noisy action while recording the clean one as the label shows a learner
+        how to recover from small deviations (DART, Laskey et al. 2017).
+        """
+        clean = np.clip(self._expert.act(self), -1.0, 1.0)
+        noisy = clean
         if noise_std > 0:
-            action = action + self._expert_rng.normal(0.0, noise_std, size=action.shape)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+            noisy = np.clip(clean + self._expert_rng.normal(0.0, noise_std, size=clean.shape), -1.0, 1.0)
+        return np.stack([noisy, clean]).astype(np.float32)
 
     def set_object_position(self, color: str, xyz) -> None:
         """Teleport a cube (for tests of the success rule); runs mj_forward."""

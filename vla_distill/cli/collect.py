@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--episodes", type=int, required=True, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of every task; episode i uses seed+i (default: 0)")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. demos.h5")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to expert actions, in action units (default: 0.0)")
-    parser.add_argument("--resume", action="store_true", help="append to an existing file, skipping the (task, seed) pairs it holds")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to the executed expert actions, in action units; the clean action is recorded (default: 0.0)")
+    parser.add_argument("--resume", action="store_true", help="append to an existing file, skipping the (task, seed) pairs it already contains")
     add_worker_option(parser)
     parser.set_defaults(run=run)
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         total = writer.n_episodes
     successes = sum(r.success for r in records)
-    logger.info("wrote %d new episodes (%d successful); %s now holds %d", len(records), successes, args.out, total)
+    logger.info("wrote %d new episodes (%d successful); %s now contains %d episodes", len(records), successes, args.out, total)
     print(json.dumps({"out": str(args.out), "new_episodes": len(records), "new_successes": successes, "total_episodes": total}))
     return 0
 
