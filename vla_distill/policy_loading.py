@@ -26,4 +26,5 @@ def load_rollout_policy(spec: str, expert_noise_std: float = 0.0, num_threads: i
         )
     from vla_distill.policies import load_policy  # noqa: PLC0415  torch loads only when needed
 
-    return ObservationPolicy(load_policy(spec, num_threads=num_threads), name=spec)
+    model, _ = load_policy(spec, num_threads=num_threads)
+    return ObservationPolicy(model, name=spec)

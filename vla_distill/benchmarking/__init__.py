@@ -1,0 +1,1 @@
+"""Latency, size, FLOP and memory measurements of policies."""
