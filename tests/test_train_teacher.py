@@ -1,0 +1,245 @@
+"""Teacher training: loss goes down, resume is exact, checkpoints are atomic, CLI works."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vla_distill.cli.main import main
+from vla_distill.data.demos import Episode, EpisodeWriter, load_demos
+from vla_distill.policies.io import create_policy_from_config, load_policy
+from vla_distill.training import checkpointing, load_train_config, train_teacher
+from vla_distill.training.checkpointing import list_checkpoints
+from vla_distill.training.data import DemoBatches, EpochOrder, split_episodes
+from vla_distill.training.losses import behaviour_cloning_loss
+from vla_distill.training.metrics import read_metrics
+from vla_distill.training.optimization import lr_factor
+
+INSTRUCTIONS = ["push the red cube into the yellow zone", "lift the blue block", "reach the green cube"]
+
+
+def write_demos(path, n_episodes=6, length=12, seed=0):
+    """Write random images with actions that depend on the instruction and the state."""
+    rng = np.random.default_rng(seed)
+    with EpisodeWriter(path, 64, 4, {"env_id": "test"}, resume=False) as writer:
+        for episode in range(n_episodes):
+            family = episode % 3
+            states = rng.normal(0.0, 0.1, (length, 4)).astype(np.float32)
+            actions = np.tile(np.linspace(-0.9, 0.9, 7, dtype=np.float32) * (1 - family), (length, 1))
+            actions[:, 0] = np.tanh(5 * states[:, 0])
+            images = rng.integers(0, 256, (length, 64, 64, 3), dtype=np.uint8)
+            writer.append(Episode(f"task-{family}", INSTRUCTIONS[family], episode, True, images, states, actions))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demos_path(tmp_path_factory):
+    return write_demos(tmp_path_factory.mktemp("data") / "demos.h5")
+
+
+def tiny_config(**overrides):
+    values = {"val_fraction": 0.34, "num_threads": 1, "total_steps": 40, "eval_every": 20, "checkpoint_every": 20}
+    return load_train_config("teacher-tiny", **{**values, **overrides})
+
+
+def test_training_lowers_loss(tmp_path, demos_path):
+    config = tiny_config(total_steps=60, augment_shift_px=2)
+    torch.manual_seed(config.seed)
+    untrained = create_policy_from_config(config.teacher_config()).eval()
+    trained = train_teacher(config, demos_path, tmp_path / "run")
+    model, processor = load_policy(trained.final_dir)
+    data = DemoBatches(load_demos(demos_path), processor, model.config.action_tokenizer(), 0.0, 0)
+    batch, targets = data.batch(data.train_steps)
+    with torch.no_grad():
+        before, _ = behaviour_cloning_loss(untrained(batch).action_logits, targets)
+        after, _ = behaviour_cloning_loss(model(batch).action_logits, targets)
+    assert before > 5.0  # about ln(256) = 5.55 for near-uniform initial logits
+    assert after < 0.7 * before
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, demos_path):
+    config = tiny_config(model_overrides={"dropout": 0.1}, augment_shift_px=2)
+    straight = train_teacher(config, demos_path, tmp_path / "straight")
+    first_half = train_teacher(config, demos_path, tmp_path / "resumed", stop_after_step=20)
+    assert first_half.final_dir is None
+    assert first_half.step == 20
+    resumed = train_teacher(config, demos_path, tmp_path / "resumed", resume=True)
+    assert resumed.step == 40
+
+    expected = load_file(straight.final_dir / "model.safetensors")
+    actual = load_file(resumed.final_dir / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_same_seed_gives_same_weights(tmp_path, demos_path):
+    config = tiny_config(total_steps=10)
+    first = train_teacher(config, demos_path, tmp_path / "a")
+    second = train_teacher(config, demos_path, tmp_path / "b")
+    expected = load_file(first.final_dir / "model.safetensors")
+    actual = load_file(second.final_dir / "model.safetensors")
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_run_outputs(tmp_path, demos_path):
+    result = train_teacher(tiny_config(), demos_path, tmp_path / "run", command="vla-distill train-teacher ...")
+    run_dir = tmp_path / "run"
+    names = {name for _, name, _ in read_metrics(run_dir / "metrics.csv")}
+    assert {"train/loss", "train/lr", "train/grad_norm", "val/loss", "val/accuracy", "val/accuracy_gripper"} <= names
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert [step for step, _ in list_checkpoints(run_dir / "checkpoints")] == [20, 40]
+    source = json.loads((result.final_dir / "source.json").read_text())
+    assert source["command"] == "vla-distill train-teacher ..."
+    assert source["seed"] == 0
+    assert len(source["data_sha256"]) == 64
+    assert json.loads((result.final_dir / "train_config.json").read_text())["total_steps"] == 40
+
+
+def test_resume_drops_metrics_after_checkpoint(tmp_path, demos_path):
+    config = tiny_config(log_every=5)
+    train_teacher(config, demos_path, tmp_path / "run", stop_after_step=20)
+    with (tmp_path / "run" / "metrics.csv").open("a") as stream:
+        stream.write("25,train/loss,9.0\n")  # written by a run that died before its next checkpoint
+    train_teacher(config, demos_path, tmp_path / "run", resume=True)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert (25, "train/loss", 9.0) not in rows
+    assert len([row for row in rows if row[:2] == (25, "train/loss")]) == 1
+
+
+def test_failed_checkpoint_write_keeps_previous(tmp_path, demos_path, monkeypatch):
+    config = tiny_config()
+    real_save = torch.save
+    calls = []
+
+    def failing_save(payload, path):
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path, "wb") as stream:
+                stream.write(b"partial")
+            raise OSError("disk full")
+        real_save(payload, path)
+
+    monkeypatch.setattr(checkpointing.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        train_teacher(config, demos_path, tmp_path / "run")
+    folder = tmp_path / "run" / "checkpoints"
+    assert [step for step, _ in list_checkpoints(folder)] == [20]
+    assert sorted(path.name for path in folder.iterdir()) == ["step_00000020.pt"]
+    monkeypatch.undo()
+    resumed = train_teacher(config, demos_path, tmp_path / "run", resume=True)
+    assert resumed.step == 40
+
+
+def test_existing_run_needs_resume(tmp_path, demos_path):
+    config = tiny_config(total_steps=20)
+    train_teacher(config, demos_path, tmp_path / "run")
+    with pytest.raises(ValueError, match="already contains a training run"):
+        train_teacher(config, demos_path, tmp_path / "run")
+
+
+def test_resume_with_other_config_raises(tmp_path, demos_path):
+    train_teacher(tiny_config(), demos_path, tmp_path / "run", stop_after_step=20)
+    with pytest.raises(ValueError, match="lr: saved=0.001 requested=0.002"):
+        train_teacher(tiny_config(lr=0.002), demos_path, tmp_path / "run", resume=True)
+
+
+def test_resume_with_other_data_raises(tmp_path, demos_path):
+    train_teacher(tiny_config(), demos_path, tmp_path / "run", stop_after_step=20)
+    other = write_demos(tmp_path / "other.h5", seed=1)
+    with pytest.raises(ValueError, match="is not the data the run started with"):
+        train_teacher(tiny_config(), other, tmp_path / "run", resume=True)
+
+
+def test_resume_without_checkpoint_raises(tmp_path, demos_path):
+    with pytest.raises(ValueError, match="no training checkpoint"):
+        train_teacher(tiny_config(), demos_path, tmp_path / "empty", resume=True)
+
+
+def test_config_from_json_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"preset": "teacher-tiny", "lr": 0.01, "model_overrides": {"dropout": 0.1}}))
+    config = load_train_config(path, seed=3)
+    assert config.lr == 0.01
+    assert config.seed == 3
+    assert config.batch_size == 16  # from the teacher-tiny preset
+    assert config.teacher_config().dropout == 0.1
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"batch_sise": 8}, "unknown training config fields \\['batch_sise'\\]"),
+        ({"lr": -1.0}, "lr must be"),
+        ({"warmup_steps": 500, "total_steps": 100}, "exceeds total_steps"),
+        ({"model_preset": "giant"}, "unknown model_preset"),
+        ({"model_overrides": {"hidden_size": 32}}, "divisible"),  # small preset has 3 heads
+        ({"model_overrides": {"hidden": 30}}, "unknown TeacherConfig fields"),
+    ],
+)
+def test_invalid_config_raises(tmp_path, values, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=message):
+        load_train_config(path)
+
+
+def test_unknown_config_name_raises():
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        load_train_config("teacher-enormous")
+
+
+def test_split_and_order_cover_every_step():
+    train, val = split_episodes(10, 0.2, seed=0)
+    assert len(val) == 2
+    assert sorted([*train, *val]) == list(range(10))
+    order = EpochOrder(n_samples=10, batch_size=4, seed=0)
+    first_epoch = np.concatenate([order.indices(0), order.indices(1), order.indices(2)[:2]])
+    assert sorted(first_epoch) == list(range(10))
+
+
+def test_lr_schedule_values():
+    assert lr_factor(0, warmup_steps=10, total_steps=110, min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(9, warmup_steps=10, total_steps=110, min_ratio=0.1) == pytest.approx(1.0)
+    assert lr_factor(60, warmup_steps=10, total_steps=110, min_ratio=0.1) == pytest.approx(0.55)  # half-way: cos = 0
+    assert lr_factor(110, warmup_steps=10, total_steps=110, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_cli_train_teacher_and_info(tmp_path, demos_path, capsys):
+    out = tmp_path / "cli-run"
+    argv = ["train-teacher", "--data", str(demos_path), "--config", "teacher-tiny", "--out", str(out)]
+    assert main([*argv, "--steps", "10", "--num-threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 10
+
+    assert main(["info", "--policy", summary["final"]]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "teacher"
+    assert info["preset"] == "tiny"
+    assert info["parameters"] == sum(p.numel() for p in load_policy(summary["final"])[0].parameters())
+    assert info["action_space"] == {"dim": 7, "names": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"], "bins": 256, "low": -1.0, "high": 1.0}
+    assert info["image"]["height"] == 64
+    assert info["instruction_tokenizer"]["max_length"] == 16
+    assert info["size_bytes"] > 4 * info["parameters"]
+    assert "--steps 10" in info["source"]["command"]
+
+
+def test_cli_resume_uses_saved_config(tmp_path, demos_path, capsys):
+    out = tmp_path / "cli-run"
+    base = ["train-teacher", "--data", str(demos_path), "--out", str(out), "--num-threads", "1"]
+    assert main([*base, "--config", "teacher-tiny", "--steps", "20", "--stop-after", "10"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--resume", "--steps", "20"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 20
+
+
+def test_cli_user_errors_exit_2(tmp_path, demos_path, capsys):
+    missing = ["train-teacher", "--data", str(tmp_path / "none.h5"), "--config", "teacher-tiny", "--out", str(tmp_path / "x")]
+    assert main(missing) == 2
+    assert "demonstration file not found" in capsys.readouterr().err
+    assert main(["train-teacher", "--data", str(demos_path), "--out", str(tmp_path / "y")]) == 2
+    assert "--config is required" in capsys.readouterr().err
+    assert main(["info", "--policy", str(tmp_path / "nothing")]) == 2
+    assert "policy checkpoint not found" in capsys.readouterr().err

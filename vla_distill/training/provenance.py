@@ -1,0 +1,43 @@
+"""The ``source.json`` record of how a checkpoint was produced."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from vla_distill import __version__
+from vla_distill.policies.io import SOURCE_FILE, TRAIN_CONFIG_FILE
+
+__all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "file_sha256"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of a file's content."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_source_record(data_path: str | Path, seed: int, command: str | None) -> dict[str, Any]:
+    """Return the command, data file, data sha256, seed and software versions of a run."""
+    return {
+        "command": command or "vla_distill.training.train_teacher (Python API)",
+        "data_path": str(Path(data_path).resolve()),
+        "data_sha256": file_sha256(data_path),
+        "seed": seed,
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "vla_distill": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+    }
