@@ -1,0 +1,247 @@
+"""The main job end to end: distill, export, evaluate, benchmark and report.
+
+Every stage writes its outputs under one folder and is skipped when they already exist, so
+an interrupted quickstart continues where it stopped when run again with the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuickstartPreset:
+    """Sizes of one quickstart run."""
+
+    demo_episodes: int
+    """Expert demonstrations per task that seed distillation round 0."""
+    distill_config: str
+    """Distillation preset or JSON file passed to ``distill``."""
+    rounds: int
+    """On-policy distillation rounds after round 0."""
+    eval_episodes: int
+    """Evaluation episodes per task, the same for every policy."""
+    bench_runs: int
+    """Timed batch-1 calls per thread count."""
+    bench_warmup: int
+    """Untimed calls before timing."""
+    videos: int
+    """Student rollout videos per task family."""
+
+
+PRESETS = {
+    "demo": QuickstartPreset(demo_episodes=15, distill_config="student-small", rounds=2, eval_episodes=10, bench_runs=200, bench_warmup=20, videos=1),
+    "reference": QuickstartPreset(demo_episodes=30, distill_config="student-small", rounds=2, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1),
+    "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1),
+}
+# Rough share of the wall time of each stage, used only for the ETA in progress lines.
+STAGE_WEIGHTS = {"demos": 0.05, "distill": 0.5, "export": 0.05, "eval": 0.3, "bench": 0.08, "report": 0.02}
+ROLES = ("teacher", "student", "student_onnx", "student_int8")
+VIDEO_TASKS = ("reach-red", "push-green", "lift-blue")
+
+
+@dataclass
+class QuickstartRun:
+    """Paths and settings of one run."""
+
+    out: Path
+    teacher: str
+    preset_name: str
+    seed: int
+    num_envs: int
+    tasks: tuple[str, ...]
+
+    @property
+    def preset(self) -> QuickstartPreset:
+        return PRESETS[self.preset_name]
+
+    def policy_path(self, role: str) -> str:
+        return {
+            "teacher": self.teacher,
+            "student": str(self.out / "student"),
+            "student_onnx": str(self.out / "student.onnx"),
+            "student_int8": str(self.out / "student.int8.onnx"),
+        }[role]
+
+
+class StageClock:
+    """Announce each stage with elapsed time and an ETA from the stage weights."""
+
+    def __init__(self, report: Callable[[str], None]):
+        self.start = time.perf_counter()
+        self.done_weight = 0.0
+        self.report = report
+
+    def begin(self, index: int, name: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done_weight * (1 - self.done_weight) if self.done_weight > 0 else None
+        eta_text = f", ETA {eta / 60:.1f} min" if eta is not None else ""
+        self.report(f"[{index}/{len(STAGE_WEIGHTS)}] {name} (elapsed {elapsed / 60:.1f} min{eta_text})")
+
+    def end(self, name: str) -> None:
+        self.done_weight += STAGE_WEIGHTS[name]
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def stage_demos(run: QuickstartRun) -> Path:
+    """Collect expert demonstrations for distillation round 0 (resumable)."""
+    from vla_distill.cli.main import main as cli  # noqa: PLC0415
+
+    path = run.out / "demos.h5"
+    args = ["collect", "--suite", "tabletop", "--tasks", ",".join(run.tasks), "--episodes", str(run.preset.demo_episodes),
+            "--seed", str(run.seed), "--noise", "0.2", "--num-envs", str(run.num_envs), "--out", str(path)]
+    if path.exists():
+        args.append("--resume")
+    if cli(args) != 0:
+        raise RuntimeError("collecting demonstrations failed; see the log above")
+    return path
+
+
+def stage_distill(run: QuickstartRun, demos: Path) -> None:
+    """Distill the teacher into the student under run.out (resumable)."""
+    from vla_distill.distill.pipeline import distill  # noqa: PLC0415
+
+    if (run.out / "student" / "model.safetensors").is_file():
+        logger.info("student already distilled in %s; skipping", run.out / "student")
+        return
+    distill(run.teacher, run.preset.distill_config, run.out, resume=(run.out / "checkpoints").exists(),
+            demos=str(demos), rounds=run.preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=run.tasks)
+
+
+def stage_export(run: QuickstartRun, demos: Path) -> None:
+    """Export the student to float32 and static INT8 ONNX, each with its parity report."""
+    from vla_distill.export import ExportConfig, export_policy  # noqa: PLC0415
+
+    for role, quantize in (("student_onnx", "none"), ("student_int8", "static")):
+        out = Path(run.policy_path(role))
+        if out.is_file():
+            continue
+        export_policy(ExportConfig(policy=run.policy_path("student"), out=str(out), quantize=quantize, calibration=str(demos), seed=run.seed))
+
+
+def stage_eval(run: QuickstartRun) -> dict[str, dict]:
+    """Evaluate every policy on the same seeded episodes; returns eval_info per role."""
+    from vla_distill.evaluation import evaluate, summarize, write_eval_info  # noqa: PLC0415
+    from vla_distill.policy_loading import load_rollout_policy  # noqa: PLC0415
+    from vla_distill.video import write_video  # noqa: PLC0415
+
+    infos = {}
+    for role in ROLES:
+        folder = run.out / "eval" / role
+        if (folder / "eval_info.json").is_file():
+            infos[role] = read_json(folder / "eval_info.json")
+            continue
+        policy = load_rollout_policy(run.policy_path(role), num_threads=1)
+        videos = run.preset.videos if role == "student" else 0
+        records = evaluate(policy, run.tasks, run.preset.eval_episodes, run.seed + 1000, num_envs=run.num_envs, video_episodes=videos)
+        info = summarize(role, "tabletop", run.seed + 1000, run.preset.eval_episodes, records)
+        write_eval_info(info, folder)
+        for record in records:
+            if record.frames and record.task in VIDEO_TASKS:
+                write_video(run.out / "videos" / f"student_{record.task}_seed{record.seed}.mp4", record.frames)
+        infos[role] = info
+        logger.info("%s: success rate %.3f [%.3f, %.3f]", role, info["success_rate"], *info["ci95"])
+    return infos
+
+
+def stage_bench(run: QuickstartRun) -> dict[str, dict]:
+    """Benchmark the latency of every policy at 1 and 2 threads; returns latency reports per role."""
+    from vla_distill.benchmarking.observations import suite_observations  # noqa: PLC0415
+    from vla_distill.benchmarking.report import benchmark_policy  # noqa: PLC0415
+
+    observations = None
+    reports = {}
+    for role in ROLES:
+        path = run.out / "latency" / f"{role}.json"
+        if path.is_file():
+            reports[role] = read_json(path)
+            continue
+        observations = observations or suite_observations()
+        reports[role] = benchmark_policy(run.policy_path(role), observations, [1, 2], run.preset.bench_runs, run.preset.bench_warmup)
+        write_json(path, reports[role])
+    return reports
+
+
+def stage_report(run: QuickstartRun, infos: dict, latency: dict, wall_time_s: float, command: str) -> dict:
+    """Write summary.json, the plots and report.md."""
+    from vla_distill.benchmarking.latency import LATENCY_METHOD  # noqa: PLC0415
+    from vla_distill.reporting.markdown import write_report  # noqa: PLC0415
+    from vla_distill.reporting.plots import plot_per_task, plot_success_tradeoff, plot_training_curves  # noqa: PLC0415
+    from vla_distill.reporting.summary import build_summary  # noqa: PLC0415
+
+    results = {role: {"eval": infos[role], "latency": latency[role]} for role in ROLES}
+    summary = build_summary(results, run.preset.eval_episodes, run.seed + 1000)
+    write_json(run.out / "summary.json", summary)
+    plot_success_tradeoff(summary, "latency_ms_p50", "p50 latency at 1 thread (ms, log scale)", run.out / "success_vs_latency.png")
+    plot_success_tradeoff(summary, "size_bytes", "size on disk (bytes, log scale)", run.out / "success_vs_size.png")
+    plot_per_task(infos, run.out / "per_task_success.png")
+    plot_training_curves(run.out / "metrics.csv", run.out / "rounds.csv", run.out / "training_curves.png")
+    meta = {
+        "suite": "tabletop",
+        "command": command,
+        "preset": run.preset_name,
+        "preset_values": asdict(run.preset),
+        "seed": run.seed,
+        "wall_time_s": wall_time_s,
+        "cpu": latency["student"]["cpu"],
+        "versions": latency["student"]["versions"],
+        "latency_method": LATENCY_METHOD,
+        "videos": sorted(str(p.relative_to(run.out)) for p in (run.out / "videos").glob("*.mp4")),
+    }
+    write_json(run.out / "run_info.json", meta)
+    write_report(run.out, summary, infos, meta)
+    return summary
+
+
+def run_quickstart(run: QuickstartRun, report: Callable[[str], None] = logger.info) -> dict:
+    """Run every stage in order and return summary.json's content."""
+    clock = StageClock(report)
+    command = " ".join(["vla-distill", *sys.argv[1:]]) if sys.argv else "vla-distill quickstart"
+    run.out.mkdir(parents=True, exist_ok=True)
+    clock.begin(1, "collect expert demonstrations")
+    demos = stage_demos(run)
+    clock.end("demos")
+    clock.begin(2, "distill the teacher into the student")
+    stage_distill(run, demos)
+    clock.end("distill")
+    clock.begin(3, "export float32 and INT8 ONNX")
+    stage_export(run, demos)
+    clock.end("export")
+    clock.begin(4, "evaluate teacher, student, ONNX and INT8 on the same episodes")
+    infos = stage_eval(run)
+    clock.end("eval")
+    clock.begin(5, "benchmark batch-1 latency")
+    latency = stage_bench(run)
+    clock.end("bench")
+    clock.begin(6, "write summary, plots and report")
+    summary = stage_report(run, infos, latency, clock.elapsed_s, command)
+    clock.end("report")
+    report(f"done in {clock.elapsed_s / 60:.1f} min: {run.out / 'report.md'}")
+    return summary
+
+
+def remove_outputs(out: Path) -> None:
+    """Delete a previous run's folder (for --fresh)."""
+    if out.exists():
+        shutil.rmtree(out)

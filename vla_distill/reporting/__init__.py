@@ -1,0 +1,1 @@
+"""The quickstart report: summary.json, report.md and plots."""
