@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
         "eval",
         help="measure a policy's success rate on seeded episodes",
         description="Run N episodes per task, episode i with seed S+i, and write DIR/eval_info.json "
-        "with success rates and Wilson 95%% intervals. Every policy evaluated with the same N and S "
+        "with success rates and Wilson 95% intervals. Every policy evaluated with the same N and S "
         "sees identical episodes.",
     )
     parser.add_argument("--policy", required=True, help="'expert', 'reference', a checkpoint folder or a .onnx file")
