@@ -92,3 +92,10 @@ def test_worker_processes_give_the_same_episodes():
     for a, b in zip(serial, parallel):
         assert (a.task, a.seed, a.success, a.steps) == (b.task, b.seed, b.success, b.steps)
         assert np.array_equal(np.stack(a.images), np.stack(b.images))
+
+
+def test_worker_processes_with_mixed_first_tasks():
+    episodes = [("reach-red", 0), ("lift-blue", 0), ("push-green", 1)]
+    records = run_episodes(ExpertPolicy(), episodes, num_envs=2)
+    assert [(r.task, r.seed) for r in records] == episodes
+    assert all(r.success for r in records)

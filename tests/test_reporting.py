@@ -60,4 +60,4 @@ def test_plots_and_report_are_written(results, tmp_path):
     assert "| teacher (torch) | torch | 4,000,000 |" in text
     assert "Parameters teacher/student: **50.0x**" in text
     assert "vla-distill quickstart --out x" in text
-    assert "4 episodes per task" in text
+    assert "episodes per task: 4" in text

@@ -123,27 +123,36 @@ def stage_demos(run: QuickstartRun) -> Path:
 
 def stage_distill(run: QuickstartRun, demos: Path) -> None:
     """Distill the teacher into the student under run.out (resumable)."""
-    from vla_distill.distill.pipeline import distill  # noqa: PLC0415
+    from vla_distill.distill import distill, load_distill_config  # noqa: PLC0415
 
     if (run.out / "student" / "model.safetensors").is_file():
         logger.info("student already distilled in %s; skipping", run.out / "student")
         return
-    distill(run.teacher, run.preset.distill_config, run.out, resume=(run.out / "checkpoints").exists(),
-            demos=str(demos), rounds=run.preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=run.tasks)
+    config = load_distill_config(
+        run.preset.distill_config, rounds=run.preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=",".join(run.tasks)
+    )
+    resume = any((run.out / "checkpoints").glob("*.pt"))
+    if not resume:
+        # Labels written before the first checkpoint cannot be resumed from; they are redone.
+        for stale in run.out.glob("labels-*.h5"):
+            stale.unlink()
+    distill(run.teacher, config, run.out, resume=resume, demos=str(demos), command=" ".join(sys.argv), progress=sys.stderr.isatty())
 
 
 def stage_export(run: QuickstartRun, demos: Path) -> None:
     """Export the student to float32 and INT8 ONNX, each with its own export report."""
     from vla_distill.export import ExportConfig, export_policy  # noqa: PLC0415
+    from vla_distill.export.frames import frames_from_demos  # noqa: PLC0415
 
+    # The demonstration frames serve as parity (and calibration) frames, so no new rollouts run.
+    frames = frames_from_demos(demos)
     for role, quantize in (("student_onnx", "none"), ("student_int8", INT8_MODE)):
         out = Path(run.policy_path(role))
         if out.is_file():
             continue
         report = out.with_name(out.name.removesuffix(".onnx") + ".export_report.json")
-        config = ExportConfig(policy=run.policy_path("student"), out=str(out), quantize=quantize,
-                              calibration=str(demos), seed=run.seed, report=str(report))
-        export_policy(config)
+        config = ExportConfig(policy=run.policy_path("student"), out=str(out), quantize=quantize, seed=run.seed, report=str(report))
+        export_policy(config, frames=frames)
 
 
 def stage_eval(run: QuickstartRun) -> dict[str, dict]:
@@ -220,28 +229,46 @@ def stage_report(run: QuickstartRun, infos: dict, latency: dict, wall_time_s: fl
     return summary
 
 
-def run_quickstart(run: QuickstartRun, report: Callable[[str], None] = logger.info) -> dict:
+STAGES = (
+    ("demos", "collect expert demonstrations"),
+    ("distill", "distill the teacher into the student"),
+    ("export", "export float32 and INT8 ONNX"),
+    ("eval", "evaluate teacher, student, ONNX and INT8 on the same episodes"),
+    ("bench", "benchmark batch-1 latency"),
+)
+SKIPPED_STAGE_S = 2.0  # a stage that finished faster than this found its outputs and skipped
+
+
+def record_stage_time(out: Path, name: str, seconds: float) -> dict:
+    """Keep the wall time of each stage that did work, across reruns of the same folder."""
+    path = out / "stage_times.json"
+    times = read_json(path) if path.is_file() else {}
+    if seconds >= SKIPPED_STAGE_S or name not in times:
+        times[name] = seconds
+    write_json(path, times)
+    return times
+
+
+def run_quickstart(run: QuickstartRun, command: str, report: Callable[[str], None] = logger.info) -> dict:
     """Run every stage in order and return summary.json's content."""
     clock = StageClock(report)
-    command = " ".join(["vla-distill", *sys.argv[1:]]) if sys.argv else "vla-distill quickstart"
     run.out.mkdir(parents=True, exist_ok=True)
-    clock.begin(1, "collect expert demonstrations")
-    demos = stage_demos(run)
-    clock.end("demos")
-    clock.begin(2, "distill the teacher into the student")
-    stage_distill(run, demos)
-    clock.end("distill")
-    clock.begin(3, "export float32 and INT8 ONNX")
-    stage_export(run, demos)
-    clock.end("export")
-    clock.begin(4, "evaluate teacher, student, ONNX and INT8 on the same episodes")
-    infos = stage_eval(run)
-    clock.end("eval")
-    clock.begin(5, "benchmark batch-1 latency")
-    latency = stage_bench(run)
-    clock.end("bench")
-    clock.begin(6, "write summary, plots and report")
-    summary = stage_report(run, infos, latency, clock.elapsed_s, command)
+    outputs: dict = {}
+    actions = {
+        "demos": lambda: outputs.update(demos=stage_demos(run)),
+        "distill": lambda: stage_distill(run, outputs["demos"]),
+        "export": lambda: stage_export(run, outputs["demos"]),
+        "eval": lambda: outputs.update(infos=stage_eval(run)),
+        "bench": lambda: outputs.update(latency=stage_bench(run)),
+    }
+    for index, (name, title) in enumerate(STAGES, start=1):
+        clock.begin(index, title)
+        started = time.perf_counter()
+        actions[name]()
+        times = record_stage_time(run.out, name, time.perf_counter() - started)
+        clock.end(name)
+    clock.begin(len(STAGES) + 1, "write summary, plots and report")
+    summary = stage_report(run, outputs["infos"], outputs["latency"], sum(times.values()), command)
     clock.end("report")
     report(f"done in {clock.elapsed_s / 60:.1f} min: {run.out / 'report.md'}")
     return summary

@@ -116,6 +116,10 @@ def run_episodes(
     video_episodes = set(video_episodes)
     envs = make_vector_env(num_envs, image_size, render_size if video_episodes else None)
     try:
+        # AsyncVectorEnv answers a masked-out sub-env with its last observation, which is None
+        # before its first reset, so every sub-env is reset once here. Each episode's own
+        # reset(seed=...) reseeds its env, so this reset changes no episode.
+        envs.reset(options={"task": episodes[0][0]})
         return _drive(envs, policy, episodes, record_steps, video_episodes, on_episode)
     finally:
         envs.close()

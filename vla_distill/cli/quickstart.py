@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     def announce(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    summary = run_quickstart(quickstart, announce)
+    command = (
+        f"vla-distill quickstart --out {args.out} --teacher {args.teacher} --preset {args.preset} "
+        f"--seed {args.seed} --num-envs {args.num_envs} --tasks {args.tasks}"
+    )
+    summary = run_quickstart(quickstart, command, announce)
     keys = ("params_ratio", "speedup_p50", "success_retention")
     print(json.dumps({key: summary[key] for key in keys} | {"report": str(out / "report.md")}))
     return 0

@@ -47,8 +47,8 @@ def write_report(out_dir: Path, summary: dict, eval_infos: dict[str, dict], meta
     lines = [
         "# vla-distill report",
         "",
-        f"Suite `{meta['suite']}`, {summary['n_episodes_per_task']} episodes per task, episode i of every task "
-        f"with seed {summary['seed']} + i; every policy ran the same episodes.",
+        f"Suite `{meta['suite']}`, episodes per task: {summary['n_episodes_per_task']}. Episode i of every task "
+        f"uses seed {summary['seed']} + i, and every policy ran the same episodes.",
         "",
         *headline_table(summary),
         "",
@@ -69,7 +69,8 @@ def write_report(out_dir: Path, summary: dict, eval_infos: dict[str, dict], meta
         "## How this was produced",
         "",
         f"- command: `{meta['command']}`",
-        f"- preset: `{meta['preset']}`, seed {meta['seed']}; wall time {meta['wall_time_s']:.0f} s",
+        f"- preset: `{meta['preset']}`, seed {meta['seed']}; wall time {meta['wall_time_s']:.0f} s "
+        "(sum of the stages, set-up excluded)",
         f"- machine: {meta['cpu']['model']} ({meta['cpu']['logical_cores']} logical cores, flags {', '.join(meta['cpu']['flags'])})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v),
         "- latency: " + meta["latency_method"],

@@ -1,0 +1,65 @@
+"""The quickstart pipeline end to end with a tiny teacher and the test preset."""
+
+import json
+
+import pytest
+import torch
+
+from vla_distill.cli.main import main
+from vla_distill.policies import create_policy, save_policy
+
+ROLES = ("teacher", "student", "student_onnx", "student_int8")
+SUMMARY_KEYS = {"params", "size_bytes", "success_rate", "ci95", "latency_ms_p50"}
+
+
+@pytest.fixture(scope="module")
+def quickstart_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    teacher = tmp_path_factory.mktemp("teacher")
+    save_policy(create_policy("teacher", "tiny"), teacher)
+    out = tmp_path_factory.mktemp("quickstart")
+    args = ["quickstart", "--out", str(out), "--teacher", str(teacher), "--preset", "test",
+            "--tasks", "reach-red,lift-blue", "--num-envs", "1"]
+    assert main(args) == 0
+    return out
+
+
+def test_quickstart_writes_summary(quickstart_dir):
+    summary = json.loads((quickstart_dir / "summary.json").read_text())
+    for role in ROLES:
+        assert SUMMARY_KEYS <= summary[role].keys(), role
+    assert summary["params_ratio"] == pytest.approx(summary["teacher"]["params"] / summary["student"]["params"])
+    assert summary["speedup_p50"] > 0
+    assert summary["n_episodes_per_task"] == 1
+
+
+def test_quickstart_writes_artifacts(quickstart_dir):
+    expected = [
+        "report.md", "summary.json", "run_info.json", "demos.h5", "rounds.csv", "metrics.csv",
+        "student/model.safetensors", "student.onnx", "student.int8.onnx",
+        "student.export_report.json", "student.int8.export_report.json",
+        "success_vs_latency.png", "success_vs_size.png", "per_task_success.png", "training_curves.png",
+    ]
+    for name in expected:
+        assert (quickstart_dir / name).is_file(), name
+    for role in ROLES:
+        assert (quickstart_dir / "eval" / role / "eval_info.json").is_file(), role
+        assert (quickstart_dir / "latency" / f"{role}.json").is_file(), role
+    assert list((quickstart_dir / "videos").glob("student_*.mp4"))
+
+
+def test_quickstart_policies_see_the_same_episodes(quickstart_dir):
+    episodes = {}
+    for role in ROLES:
+        info = json.loads((quickstart_dir / "eval" / role / "eval_info.json").read_text())
+        episodes[role] = [(e["task"], e["seed"]) for e in info["episodes"]]
+    assert episodes["teacher"] == episodes["student"] == episodes["student_onnx"] == episodes["student_int8"]
+
+
+def test_quickstart_rerun_skips_finished_stages(quickstart_dir, capsys):
+    before = (quickstart_dir / "summary.json").stat().st_mtime_ns
+    student = (quickstart_dir / "student.onnx").stat().st_mtime_ns
+    assert main(["quickstart", "--out", str(quickstart_dir), "--teacher", "unused-because-finished", "--preset", "test",
+                 "--tasks", "reach-red,lift-blue", "--num-envs", "1"]) in (0, 2)
+    assert (quickstart_dir / "student.onnx").stat().st_mtime_ns == student
+    assert (quickstart_dir / "summary.json").stat().st_mtime_ns >= before

@@ -1,0 +1,424 @@
+"""Distillation of a teacher policy into a student: round 0, on-policy rounds, training, evaluation.
+
+Run folder layout (``out_dir``):
+
+* ``distill_config.json``: the resolved ``DistillConfig``.
+* ``source.json``: teacher path and sha256, label key, demonstration file and sha256, seeds,
+  command and software versions.
+* ``labels-<key[:16]>.h5``: teacher labels of every round (see ``vla_distill.distill.labels``).
+* ``checkpoints/step_XXXXXXXX.pt``: training state for ``resume``.
+* ``metrics.csv``, ``rounds.csv`` and ``tb/``: see ``vla_distill.distill.run_logs``.
+* ``student/``: the final student (config.json, model.safetensors, tokenizer.json) with copies
+  of ``distill_config.json`` and ``source.json``. ``load_policy`` reads it.
+
+Each round r = 0..rounds runs three phases: collect (append the round's labelled steps to the
+label file), train (``steps_per_round`` optimizer steps on the labels of rounds 0..r) and
+evaluate (success rate on the same seeded episodes every round). A checkpoint records the
+round and the phase, so a resumed run never collects a round that the label file already
+contains and redoes only the phase that was interrupted. On CPU, the same seed, teacher,
+data, config and thread count give the same student weights, resumed or not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from tqdm import tqdm
+
+from vla_distill import __version__
+from vla_distill.distill.adapter import build_adapter
+from vla_distill.distill.collection import collect_round
+from vla_distill.distill.config import DistillConfig, load_distill_config
+from vla_distill.distill.labels import LabelStore, label_file_path, teacher_label_key
+from vla_distill.distill.run_logs import ROUNDS_FILE, RunLogs, read_rounds
+from vla_distill.distill.trainer import DistillTrainer, LabelBatches
+from vla_distill.evaluation import evaluate, summarize
+from vla_distill.policies.contract import VISUAL_FEATURES
+from vla_distill.policies.io import (
+    SOURCE_FILE,
+    check_compatible,
+    checkpoint_hash,
+    create_policy_from_config,
+    load_policy,
+    read_policy_config,
+    resolve_checkpoint,
+    save_policy,
+)
+from vla_distill.rollout import ObservationPolicy
+from vla_distill.training.checkpointing import (
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng_state,
+    checkpoint_path,
+    list_checkpoints,
+    load_training_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+)
+from vla_distill.training.provenance import file_sha256
+from vla_distill.training.trainer import check_same_config, check_same_data, record_resume, seed_everything
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "distill_config.json"
+CHECKPOINT_DIR = "checkpoints"
+STUDENT_DIR = "student"
+COLLECT, TRAIN, EVALUATE = "collect", "train", "evaluate"
+# Instruction of the one-sample batch whose forward pass sizes the label file and the adapter.
+DRY_RUN_INSTRUCTION = "reach the red cube"
+
+
+@dataclass
+class DistillResult:
+    """Output locations and per-round results of a distillation run."""
+
+    out_dir: Path
+    label_path: Path
+    step: int
+    finished: bool
+    """False when ``stop_after_step`` ended the run before its last round."""
+    student_dir: Path | None = None
+    rounds: list[dict[str, float | int]] = field(default_factory=list)
+    """Rows of ``rounds.csv``."""
+
+
+def distill(
+    teacher: str | Path,
+    config: DistillConfig | str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    demos: str | Path | None = None,
+    stop_after_step: int | None = None,
+    command: str | None = None,
+    progress: bool = False,
+) -> DistillResult:
+    """Distill ``teacher`` into a new student and return where the outputs are.
+
+    Args:
+        teacher: teacher checkpoint folder, or ``reference``.
+        config: a ``DistillConfig``, a preset name (``student-small``, ``student-tiny``,
+            ``distill-test``) or a JSON file of ``DistillConfig`` fields.
+        out_dir: run folder. A new run needs a folder without a previous run.
+        resume: continue the run in ``out_dir`` from its newest checkpoint.
+        demos: demonstration HDF5 file for round 0. Without one, round 0 rolls out the teacher.
+        stop_after_step: end the run with a checkpoint after this many optimizer steps, keeping
+            the schedule of the whole run, so ``resume=True`` continues it later.
+        command: command line recorded in ``source.json``.
+        progress: show tqdm progress bars on stderr.
+
+    Raises ValueError before any collection when teacher and student are incompatible.
+    """
+    if not isinstance(config, DistillConfig):
+        config = load_distill_config(config)
+    if stop_after_step is not None and stop_after_step < 1:
+        raise ValueError(f"stop_after_step must be at least 1, got {stop_after_step}")
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    check_compatible(read_policy_config(teacher), config.student_config())
+    demos_path = None if demos is None else Path(demos)
+    if demos_path is not None and not demos_path.is_file():
+        raise FileNotFoundError(f"demonstration file not found: {demos_path}; create one with `vla-distill collect`")
+
+    run = DistillRun(teacher, config, Path(out_dir), resume, demos_path, command, progress)
+    try:
+        return run.execute(stop_after_step)
+    finally:
+        run.close()
+
+
+class DistillRun:
+    """State of one distillation run: teacher, student, trainer, label store, logs, round and phase."""
+
+    def __init__(self, teacher: str | Path, config: DistillConfig, out_dir: Path, resume: bool,
+                 demos_path: Path | None, command: str | None, progress: bool) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.demos_path = demos_path
+        self.progress = progress
+        self.teacher = load_frozen_teacher(teacher)
+        self.teacher_key = teacher_label_key(teacher, self.teacher.processor)
+        self.label_path = label_file_path(out_dir, self.teacher_key)
+        checkpoint = prepare_run_dir(out_dir, config, teacher, self.teacher_key, demos_path, resume, command)
+
+        teacher_outputs = dry_run(self.teacher)
+        self.student, adapter = build_student_and_adapter(config, teacher_outputs)
+        self.trainer = DistillTrainer(config, self.student, adapter)
+        self.round, self.phase, self.finished_rounds = 0, COLLECT, 0
+        self.round_time_offset_s, self.round_started = 0.0, time.perf_counter()
+        if checkpoint is not None:
+            self.restore(checkpoint)
+
+        shapes = label_shapes(self.teacher.config, teacher_outputs)
+        self.store = LabelStore(self.label_path, self.teacher_key, str(teacher), shapes)
+        try:
+            if checkpoint is None:
+                self.save_checkpoint()
+            else:
+                self.check_label_file()
+                check_resumed_demos(out_dir, demos_path, self.store.collected_rounds)
+            self.logs = RunLogs(out_dir, self.trainer.step if checkpoint else None, self.finished_rounds)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def execute(self, stop_after_step: int | None) -> DistillResult:
+        """Run the remaining phases of every round, then save the student."""
+        while self.round <= self.config.rounds:
+            round_index = self.round
+            if self.phase == COLLECT:
+                self.collect(round_index)
+                self.phase = TRAIN
+            if self.phase == TRAIN:
+                self.train(round_index, stop_after_step)
+                if stop_after_step is not None and self.trainer.step >= stop_after_step:
+                    logger.info("stopped after step %d as requested. Resume the run to continue it", self.trainer.step)
+                    return self.result(finished=False)
+            self.finish_round(round_index)
+        return self.result(finished=True, student_dir=self.save_student())
+
+    def collect(self, round_index: int) -> None:
+        """Append the round's labelled steps to the label file unless it already contains them."""
+        if self.store.collected_rounds > round_index:
+            logger.info("round %d is already in %s, so its collection is skipped", round_index, self.label_path)
+            return
+        labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_path, self.progress)
+        self.store.append_round(labelled)
+
+    def check_label_file(self) -> None:
+        """Raise ValueError if the label file lacks a round that the resumed checkpoint has collected."""
+        needed = self.round if self.phase == COLLECT else self.round + 1
+        collected = self.store.collected_rounds
+        if collected < needed:
+            raise ValueError(
+                f"cannot resume: {self.label_path} contains {collected} collected rounds but the checkpoint "
+                f"is past the collection of {needed}. Start a new run in another folder"
+            )
+
+    def train(self, round_index: int, stop_after_step: int | None) -> None:
+        """Train on the labels of rounds 0..round_index until the round ends or the stop step."""
+        config = self.config
+        round_end = (round_index + 1) * config.steps_per_round
+        end_step = round_end if stop_after_step is None else min(round_end, max(stop_after_step, self.trainer.step))
+        data = LabelBatches(
+            self.store.read(round_index), self.student.processor, self.student.config.action_tokenizer(),
+            config.batch_size, config.seed, round_index,
+        )
+        logger.info("round %d: training on %d labelled steps", round_index, len(data.labels))
+        self.trainer.train_round(data, round_index, end_step, self.save_checkpoint, self.logs, self.progress)
+        if self.trainer.step == round_end:
+            self.phase = EVALUATE
+        self.save_checkpoint()
+
+    def finish_round(self, round_index: int) -> None:
+        """Evaluate the student, write its rounds.csv row and checkpoint the start of the next round."""
+        row = self.evaluate(round_index)
+        self.logs.log_round(row)
+        logger.info(
+            "round %d: success rate %.3f (95%% CI [%.3f, %.3f]) on %d episodes after %d steps, %.0f s",
+            round_index, row["success_rate"], row["ci95_low"], row["ci95_high"], row["n_episodes"],
+            row["steps"], row["wall_time_s"],
+        )
+        self.finished_rounds = round_index + 1
+        self.round, self.phase = round_index + 1, COLLECT
+        self.round_time_offset_s, self.round_started = 0.0, time.perf_counter()
+        self.save_checkpoint()
+
+    def evaluate(self, round_index: int) -> dict[str, Any]:
+        """Return the rounds.csv row of the student's success on the fixed evaluation episodes."""
+        config = self.config
+        tasks = config.task_names()
+        self.student.eval()
+        bar = tqdm(total=len(tasks) * config.eval_episodes_per_task, desc=f"round {round_index} evaluation",
+                   unit="episode", disable=not self.progress, dynamic_ncols=True)
+        try:
+            records = evaluate(
+                ObservationPolicy(self.student, name="student"),
+                tasks,
+                config.eval_episodes_per_task,
+                config.eval_seed,
+                num_envs=config.num_envs,
+                image_size=self.student.config.image_size,
+                on_episode=lambda record: bar.update(1),
+            )
+        finally:
+            bar.close()
+        info = summarize("student", config.suite, config.eval_seed, config.eval_episodes_per_task, records)
+        return {
+            "round": round_index,
+            "success_rate": info["success_rate"],
+            "ci95_low": info["ci95"][0],
+            "ci95_high": info["ci95"][1],
+            "n_episodes": len(records),
+            "steps": self.trainer.step,
+            "label_rows": self.store.n_rows,
+            "wall_time_s": self.round_wall_time_s(),
+        }
+
+    def round_wall_time_s(self) -> float:
+        """Return the seconds spent in the current round, across resumed processes."""
+        return self.round_time_offset_s + time.perf_counter() - self.round_started
+
+    def save_checkpoint(self) -> None:
+        """Write the training state with the round, phase and RNG states at the current step."""
+        payload = {
+            **self.trainer.state_dict(),
+            "round": self.round,
+            "phase": self.phase,
+            "finished_rounds": self.finished_rounds,
+            "round_wall_time_s": self.round_wall_time_s(),
+            "rng": capture_rng_state(),
+            "config": self.config.to_dict(),
+            "teacher_key": self.teacher_key,
+        }
+        folder = self.out_dir / CHECKPOINT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = checkpoint_path(folder, self.trainer.step)
+        atomic_torch_save(payload, path)
+        logger.info("saved checkpoint %s (round %d, phase %s)", path, self.round, self.phase)
+        prune_checkpoints(folder, self.config.keep_last_checkpoints)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Load the trainer, round, phase, timing and RNG states of a checkpoint."""
+        self.trainer.load_state_dict(checkpoint)
+        self.round = int(checkpoint["round"])
+        self.phase = str(checkpoint["phase"])
+        self.finished_rounds = int(checkpoint["finished_rounds"])
+        self.round_time_offset_s = float(checkpoint["round_wall_time_s"])
+        restore_rng_state(checkpoint["rng"])
+        logger.info("resuming at step %d, round %d, phase %s", self.trainer.step, self.round, self.phase)
+
+    def save_student(self) -> Path:
+        """Save the student policy with the run's config and source record to ``student/``."""
+        student_dir = self.out_dir / STUDENT_DIR
+        self.student.eval()
+        save_policy(self.student, student_dir)
+        for name in (CONFIG_FILE, SOURCE_FILE):
+            atomic_write_text(student_dir / name, (self.out_dir / name).read_text(encoding="utf-8"))
+        logger.info("saved the distilled student to %s", student_dir)
+        return student_dir
+
+    def result(self, finished: bool, student_dir: Path | None = None) -> DistillResult:
+        rounds = read_rounds(self.out_dir / ROUNDS_FILE)
+        return DistillResult(self.out_dir, self.label_path, self.trainer.step, finished, student_dir, rounds)
+
+    def close(self) -> None:
+        """Close the label file and the TensorBoard writer."""
+        self.store.close()
+        self.logs.close()
+
+
+def load_frozen_teacher(teacher: str | Path):
+    """Load the teacher in eval mode with gradients disabled for every parameter."""
+    model, _ = load_policy(teacher)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def build_student_and_adapter(config: DistillConfig, teacher_outputs):
+    """Seed the global generators, then create the student and, for the feature term, the adapter."""
+    seed_everything(config.seed)
+    student = create_policy_from_config(config.student_config())
+    adapter = None
+    if config.loss.feature_loss_weight > 0:
+        adapter = build_adapter(dry_run(student).features, teacher_outputs.features)
+    return student, adapter
+
+
+@torch.no_grad()
+def dry_run(model):
+    """Return the outputs of ``model`` on one blank observation, to read output shapes."""
+    config = model.config
+    observation = {
+        "image": np.zeros((1, config.image_size, config.image_size, 3), dtype=np.uint8),
+        "state": np.zeros((1, config.state_dim), dtype=np.float32),
+        "instruction": [DRY_RUN_INSTRUCTION],
+    }
+    return model(model.processor(observation))
+
+
+def label_shapes(teacher_config, teacher_outputs) -> dict[str, tuple]:
+    """Return the per-row shape of each row field of the label file."""
+    size = teacher_config.image_size
+    return {
+        "images": (size, size, 3),
+        "states": (teacher_config.state_dim,),
+        "expert_actions": (teacher_config.action_dim,),
+        "teacher_logits": tuple(teacher_outputs.action_logits.shape[1:]),
+        "teacher_features": tuple(teacher_outputs.features[VISUAL_FEATURES].shape[1:]),
+    }
+
+
+def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, teacher_key: str,
+                    demos_path: Path | None, resume: bool, command: str | None) -> dict[str, Any] | None:
+    """Create a new run folder, or check a resumed one and return its newest checkpoint."""
+    checkpoints = list_checkpoints(out_dir / CHECKPOINT_DIR)
+    if not resume:
+        if checkpoints or (out_dir / STUDENT_DIR).exists() or any(out_dir.glob("labels-*.h5")):
+            raise ValueError(
+                f"{out_dir} already contains a distillation run; pass --resume to continue it "
+                "or choose another --out folder"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+        source = build_source(config, teacher, teacher_key, demos_path, command)
+        atomic_write_text(out_dir / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
+        return None
+
+    if not checkpoints:
+        raise ValueError(f"cannot resume: no checkpoint in {out_dir / CHECKPOINT_DIR}; start without --resume")
+    _, path = checkpoints[-1]
+    checkpoint = load_training_checkpoint(path)
+    check_same_config(checkpoint["config"], config.to_dict(), path)
+    if checkpoint["teacher_key"] != teacher_key:
+        raise ValueError(
+            f"cannot resume from {path}: the run was started with teacher key {checkpoint['teacher_key']}, "
+            f"the given teacher has key {teacher_key}; resume with the original teacher or start a new run"
+        )
+    record_resume(out_dir, command)
+    return checkpoint
+
+
+def check_resumed_demos(out_dir: Path, demos_path: Path | None, collected_rounds: int) -> None:
+    """Raise ValueError if round 0 still needs collection from other demonstrations than the run's."""
+    if collected_rounds > 0:
+        return
+    recorded = json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8")).get("data_sha256")
+    if recorded is None and demos_path is not None:
+        raise ValueError("cannot resume with --demos: the run started without a demonstration file")
+    if recorded is not None and demos_path is None:
+        raise ValueError("cannot resume without --demos: pass the demonstration file the run started with")
+    if demos_path is not None:
+        check_same_data(out_dir, demos_path)
+
+
+def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
+                 demos_path: Path | None, command: str | None) -> dict[str, Any]:
+    """Return the record of how the run was started: teacher, data, seeds, command and versions."""
+    return {
+        "command": command or "vla_distill.distill.distill (Python API)",
+        "teacher": str(teacher),
+        "teacher_path": str(resolve_checkpoint(teacher).resolve()),
+        "teacher_sha256": checkpoint_hash(teacher),
+        "teacher_label_key": teacher_key,
+        "data_path": None if demos_path is None else str(demos_path.resolve()),
+        "data_sha256": None if demos_path is None else file_sha256(demos_path),
+        "seeds": {"seed": config.seed, "rollout_seed": config.rollout_seed, "eval_seed": config.eval_seed},
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "vla_distill": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+    }
