@@ -62,6 +62,7 @@ class QuickstartRun:
     seed: int
     num_envs: int
     tasks: tuple[str, ...]
+    command: str = "vla-distill quickstart"
 
     @property
     def preset(self) -> QuickstartPreset:
@@ -136,7 +137,7 @@ def stage_distill(run: QuickstartRun, demos: Path) -> None:
         # Labels written before the first checkpoint cannot be resumed from; they are redone.
         for stale in run.out.glob("labels-*.h5"):
             stale.unlink()
-    distill(run.teacher, config, run.out, resume=resume, demos=str(demos), command=" ".join(sys.argv), progress=sys.stderr.isatty())
+    distill(run.teacher, config, run.out, resume=resume, demos=str(demos), command=run.command, progress=sys.stderr.isatty())
 
 
 def stage_export(run: QuickstartRun, demos: Path) -> None:
@@ -249,7 +250,7 @@ def record_stage_time(out: Path, name: str, seconds: float) -> dict:
     return times
 
 
-def run_quickstart(run: QuickstartRun, command: str, report: Callable[[str], None] = logger.info) -> dict:
+def run_quickstart(run: QuickstartRun, report: Callable[[str], None] = logger.info) -> dict:
     """Run every stage in order and return summary.json's content."""
     clock = StageClock(report)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ def run_quickstart(run: QuickstartRun, command: str, report: Callable[[str], Non
         times = record_stage_time(run.out, name, time.perf_counter() - started)
         clock.end(name)
     clock.begin(len(STAGES) + 1, "write summary, plots and report")
-    summary = stage_report(run, outputs["infos"], outputs["latency"], sum(times.values()), command)
+    summary = stage_report(run, outputs["infos"], outputs["latency"], sum(times.values()), run.command)
     clock.end("report")
     report(f"done in {clock.elapsed_s / 60:.1f} min: {run.out / 'report.md'}")
     return summary

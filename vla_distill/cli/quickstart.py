@@ -37,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.fresh:
         remove_outputs(out)
-    quickstart = QuickstartRun(out=out, teacher=args.teacher, preset_name=args.preset, seed=args.seed, num_envs=args.num_envs, tasks=tasks)
 
     def announce(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -46,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         f"vla-distill quickstart --out {args.out} --teacher {args.teacher} --preset {args.preset} "
         f"--seed {args.seed} --num-envs {args.num_envs} --tasks {args.tasks}"
     )
-    summary = run_quickstart(quickstart, command, announce)
+    quickstart = QuickstartRun(
+        out=out, teacher=args.teacher, preset_name=args.preset, seed=args.seed, num_envs=args.num_envs, tasks=tasks, command=command
+    )
+    summary = run_quickstart(quickstart, announce)
     keys = ("params_ratio", "speedup_p50", "success_retention")
     print(json.dumps({key: summary[key] for key in keys} | {"report": str(out / "report.md")}))
     return 0
