@@ -40,9 +40,7 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(VENV)/bin/vla-distill collect --suite tabletop --tasks all --episodes 5 --seed 0 --out $(DEMO_OUT)/demos.h5 --resume
-	$(VENV)/bin/vla-distill eval --policy expert --suite tabletop --episodes 10 --seed 1000 --out $(DEMO_OUT)/eval_expert --videos 1
-	$(VENV)/bin/vla-distill render --suite tabletop --task lift-red --policy expert --seed 1000 --out $(DEMO_OUT)/lift-red.mp4
+	$(VENV)/bin/vla-distill quickstart --out $(DEMO_OUT) --preset demo
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
