@@ -128,9 +128,19 @@ def test_missing_and_unexpected_keys_listed(tmp_path):
     assert "unexpected keys ['extra.weight']" in str(raised.value)
 
 
-def test_reference_missing_raises():
+def test_reference_missing_raises(tmp_path, monkeypatch):
+    import vla_distill.policies.io as policy_io
+
+    monkeypatch.setattr(policy_io, "REFERENCE_DIR", tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="reference teacher is not shipped"):
         load_policy("reference")
+
+
+def test_shipped_reference_teacher_loads():
+    model, _ = load_policy("reference")
+    assert model.config.policy_kind == "teacher"
+    assert model.config.preset == "reference"
+    assert next(model.parameters()).dtype == torch.float32  # stored as float16
 
 
 def test_read_policy_config_dispatches(tmp_path):
