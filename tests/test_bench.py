@@ -58,3 +58,9 @@ def test_bench_writes_every_field(tiny_student, tmp_path):
 def test_bench_rejects_bad_threads(tiny_student, tmp_path):
     assert main(["bench", "--policy", str(tiny_student), "--threads", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert main(["bench", "--policy", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_bench_rejects_corrupted_onnx(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00not an onnx model" * 50)
+    assert main(["bench", "--policy", str(broken), "--runs", "2", "--out", str(tmp_path / "x.json")]) == 2

@@ -31,6 +31,11 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path):
         ("eval", "--policy", "expert", "--episodes", "0", "--out", str(tmp_path)),
         ("eval", "--policy", "expert", "--suite", "kitchen", "--out", str(tmp_path)),
         ("render", "--task", "lift-red", "--out", str(tmp_path / "video.avi")),
+        ("render", "--task", "lift-red", "--fps", "0", "--out", str(tmp_path / "video.gif")),
+        ("eval", "--policy", "expert", "--num-envs", "0", "--episodes", "1", "--out", str(tmp_path)),
+        ("eval", "--policy", "expert", "--threads", "0", "--episodes", "1", "--out", str(tmp_path)),
+        ("collect", "--episodes", "1", "--image-size", "0", "--out", str(tmp_path / "bad.h5")),
+        ("collect", "--episodes", "1", "--noise", "-1", "--out", str(tmp_path / "bad.h5")),
     ]
     for case in cases:
         result = run_cli(*case)
@@ -39,6 +44,7 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1, result.stderr
         assert "error:" in lines[0], result.stderr
         assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_wilson_interval_hand_values():
@@ -48,6 +54,7 @@ def test_wilson_interval_hand_values():
     assert abs(low - 0.49016) < 1e-4
     assert abs(high - 0.94332) < 1e-4
     assert wilson_interval(0, 5)[0] == 0.0
+    assert wilson_interval(0, 50)[0] == 0.0  # not a rounding residue above the 0/50 rate
     assert wilson_interval(5, 5)[1] == 1.0
 
 

@@ -23,7 +23,10 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> list[float]
     denominator = 1 + z**2 / trials
     centre = (p + z**2 / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denominator
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # The bounds are exactly 0 and 1 at the extremes; rounding would otherwise leave ~1e-17.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return [low, high]
 
 
 def episode_seeds(seed: int, n_episodes: int) -> list[int]:

@@ -35,6 +35,9 @@ def describe(policy: str, observation: dict) -> dict:
     if is_onnx(policy):
         import onnx  # noqa: PLC0415
 
+        from vla_distill.export import OnnxPolicy  # noqa: PLC0415
+
+        OnnxPolicy(policy)  # raises one clear error for a missing or corrupted file
         model = onnx.load(policy, load_external_data=False)
         params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims) >= 1)
         return {"backend": "onnxruntime", "params": params, "size_bytes": onnx_size_bytes(policy), "flops": onnx_flops(policy)}

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 
 from vla_distill import __version__
-from vla_distill.cli.common import add_suite_options, add_worker_option, progress_bar, require_positive, selected_tasks
+from vla_distill.cli.common import add_suite_options, add_worker_option, check_image_size, progress_bar, require_positive, selected_tasks
 from vla_distill.data.demos import Episode, EpisodeWriter
 from vla_distill.evaluation import episode_seeds
 from vla_distill.rollout import ExpertPolicy, run_episodes
@@ -38,6 +38,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_positive("--episodes", args.episodes)
+    require_positive("--num-envs", args.num_envs)
+    check_image_size(args.image_size)
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0 (a standard deviation in action units), got {args.noise}")
     tasks = selected_tasks(args)
     config = {"suite": args.suite, "tasks": tasks, "episodes": args.episodes, "seed": args.seed, "noise": args.noise, "image_size": args.image_size}
     attrs = {"env_id": SUITES[args.suite], "config": config, "state_names": list(STATE_NAMES), "action_names": list(ACTION_NAMES), "vla_distill_version": __version__}

@@ -52,3 +52,9 @@ def require_positive(name: str, value: int) -> int:
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def check_image_size(size: int) -> int:
+    if not 16 <= size <= 512:
+        raise ValueError(f"--image-size must be between 16 and 512 pixels, got {size}")
+    return size

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from vla_distill.cli.common import add_suite_options, add_worker_option, progress_bar, require_positive, selected_tasks
+from vla_distill.cli.common import add_suite_options, add_worker_option, check_image_size, progress_bar, require_positive, selected_tasks
 from vla_distill.evaluation import evaluate, summarize, write_eval_info
 from vla_distill.policy_loading import load_rollout_policy
 from vla_distill.video import write_video
@@ -36,6 +36,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_positive("--episodes", args.episodes)
+    require_positive("--num-envs", args.num_envs)
+    check_image_size(args.image_size)
+    if args.threads is not None:
+        require_positive("--threads", args.threads)
+    if args.videos < 0:
+        raise ValueError(f"--videos must be >= 0, got {args.videos}")
     tasks = selected_tasks(args)
     policy = load_rollout_policy(args.policy, num_threads=args.threads)
     bar = progress_bar(len(tasks) * args.episodes, "eval")

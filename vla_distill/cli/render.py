@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from vla_distill.cli.common import require_positive
 from vla_distill.policy_loading import load_rollout_policy
 from vla_distill.rollout import run_episodes
 from vla_distill.sim import suite_tasks
@@ -33,6 +34,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_video_path(args.out)
+    require_positive("--fps", args.fps)
+    if not 16 <= args.size <= 512:
+        raise ValueError(f"--size must be between 16 and 512 pixels, got {args.size}")
     suite_tasks(args.suite)
     task = parse_task(args.task).name
     policy = load_rollout_policy(args.policy)

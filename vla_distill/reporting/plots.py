@@ -21,13 +21,13 @@ def plot_success_tradeoff(summary: dict, key: str, xlabel: str, path: Path) -> P
         entry = summary[role]
         low, high = entry["ci95"]
         rate = entry["success_rate"]
-        ax.errorbar(entry[key], rate, yerr=[[rate - low], [high - rate]], fmt="o", capsize=4, color=ROLE_COLORS[role], label=label)
+        ax.errorbar(entry[key], rate, yerr=[[max(0.0, rate - low)], [max(0.0, high - rate)]], fmt="o", capsize=4, color=ROLE_COLORS[role], label=label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.05)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -43,8 +43,8 @@ def plot_per_task(eval_infos: dict[str, dict], path: Path) -> Path:
     for k, role in enumerate(roles):
         per_task = eval_infos[role]["per_task"]
         rates = [per_task[t]["success_rate"] for t in tasks]
-        lows = [r - per_task[t]["ci95"][0] for r, t in zip(rates, tasks)]
-        highs = [per_task[t]["ci95"][1] - r for r, t in zip(rates, tasks)]
+        lows = [max(0.0, r - per_task[t]["ci95"][0]) for r, t in zip(rates, tasks)]
+        highs = [max(0.0, per_task[t]["ci95"][1] - r) for r, t in zip(rates, tasks)]
         xs = [i + (k - (len(roles) - 1) / 2) * width for i in range(len(tasks))]
         ax.bar(xs, rates, width, yerr=[lows, highs], capsize=2, color=ROLE_COLORS[role], label=ROLE_LABELS[role])
     ax.set_xticks(range(len(tasks)))
