@@ -104,7 +104,11 @@ def collect_command(out, episodes):
 
 def run_until_saved(command, n_saved, sig):
     """Start a collection, wait until it has saved n_saved episodes, then send sig."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell that starts jobs in the background makes them ignore SIGINT, and children inherit
+    # that; restoring the default lets the child's Python turn SIGINT into KeyboardInterrupt.
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     saved = 0
     for line in process.stderr:
         saved += "saved episode" in line
