@@ -60,6 +60,6 @@ def test_quickstart_rerun_skips_finished_stages(quickstart_dir, capsys):
     before = (quickstart_dir / "summary.json").stat().st_mtime_ns
     student = (quickstart_dir / "student.onnx").stat().st_mtime_ns
     assert main(["quickstart", "--out", str(quickstart_dir), "--teacher", "unused-because-finished", "--preset", "test",
-                 "--tasks", "reach-red,lift-blue", "--num-envs", "1"]) in (0, 2)
+                 "--tasks", "reach-red,lift-blue", "--num-envs", "1"]) == 0
     assert (quickstart_dir / "student.onnx").stat().st_mtime_ns == student
     assert (quickstart_dir / "summary.json").stat().st_mtime_ns >= before
