@@ -304,3 +304,15 @@ def test_json_config_merges_loss_fields(tmp_path):
 def test_invalid_config_raises(overrides, message):
     with pytest.raises(ValueError, match=message):
         preset_config(**overrides)
+
+
+def test_foreign_demos_file_writes_nothing(tmp_path):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher"
+    save_policy(create_policy("teacher", "tiny"), teacher)
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not an episode file")
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        distill(str(teacher), "distill-test", out, demos=notes)
+    assert not out.exists()

@@ -243,3 +243,12 @@ def test_cli_user_errors_exit_2(tmp_path, demos_path, capsys):
     assert "--config is required" in capsys.readouterr().err
     assert main(["info", "--policy", str(tmp_path / "nothing")]) == 2
     assert "policy checkpoint not found" in capsys.readouterr().err
+
+
+def test_foreign_data_file_writes_no_run_folder(tmp_path):
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not an episode file")
+    out = tmp_path / "run"
+    code = main(["train-teacher", "--data", str(notes), "--config", "teacher-tiny", "--out", str(out)])
+    assert code == 2
+    assert not out.exists()

@@ -43,6 +43,7 @@ from vla_distill.distill.labels import LabelStore, label_file_path, teacher_labe
 from vla_distill.distill.run_logs import ROUNDS_FILE, RunLogs, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
 from vla_distill.evaluation import evaluate, summarize
+from vla_distill.data.demos import open_episodes
 from vla_distill.policies.contract import VISUAL_FEATURES
 from vla_distill.policies.io import (
     SOURCE_FILE,
@@ -128,6 +129,8 @@ def distill(
     demos_path = None if demos is None else Path(demos)
     if demos_path is not None and not demos_path.is_file():
         raise FileNotFoundError(f"demonstration file not found: {demos_path}; create one with `vla-distill collect`")
+    if demos_path is not None:
+        open_episodes(demos_path).close()  # reject a foreign file before the run folder is written
 
     run = DistillRun(teacher, config, Path(out_dir), resume, demos_path, command, progress)
     try:

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from vla_distill.policies.io import create_policy_from_config, save_policy
+from vla_distill.data.demos import open_episodes
 from vla_distill.training.checkpointing import (
     atomic_write_text,
     list_checkpoints,
@@ -80,6 +81,7 @@ def train_teacher(
     data_path = Path(data_path)
     if not data_path.is_file():
         raise FileNotFoundError(f"demonstration file not found: {data_path}")
+    open_episodes(data_path).close()  # reject a foreign file before the run folder is written
     checkpoint = prepare_run_dir(run_dir, config, data_path, resume, command)
     trainer = Trainer(config, data_path, run_dir, checkpoint)
     try:
