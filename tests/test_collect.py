@@ -40,14 +40,15 @@ def test_hdf5_round_trip(tmp_path):
     assert np.array_equal(demos.actions, np.concatenate([e.actions for e in episodes]))
     assert demos.episode_task == ["lift-red", "lift-blue"]
     assert demos.episode_instruction[1] == "lift the blue block"
-    assert demos.episode_start.tolist() == [0, 5] and demos.episode_length.tolist() == [5, 7]
+    assert demos.episode_start.tolist() == [0, 5]
+    assert demos.episode_length.tolist() == [5, 7]
     assert demos.episode_index.tolist() == [0] * 5 + [1] * 7
     assert demos.episode_success.tolist() == [True, False]
     assert demos.attrs["env_id"] == ATTRS["env_id"]
     assert json.loads(demos.attrs["config"]) == ATTRS["config"]
 
 
-def test_rows_past_the_commit_counters_are_ignored_and_overwritten(tmp_path):
+def test_uncommitted_rows_ignored_then_overwritten(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "d.h5"
     with EpisodeWriter(path, 16, 4, ATTRS, resume=False) as writer:
@@ -59,7 +60,8 @@ def test_rows_past_the_commit_counters_are_ignored_and_overwritten(tmp_path):
     with EpisodeWriter(path, 16, 4, ATTRS, resume=True) as writer:
         writer.append(fake_episode("reach-green", 1, 3, rng))
     demos = load_demos(path)
-    assert demos.actions.shape == (7, 7) and demos.episode_task == ["reach-red", "reach-green"]
+    assert demos.actions.shape == (7, 7)
+    assert demos.episode_task == ["reach-red", "reach-green"]
 
 
 def test_existing_file_needs_resume(tmp_path):
@@ -89,7 +91,8 @@ def test_collect_writes_documented_layout(tmp_path):
     assert demos.episode_task == ["reach-red", "reach-red", "lift-blue", "lift-blue"]
     assert demos.episode_seed.tolist() == [5, 6, 5, 6]
     assert demos.episode_success.all()
-    assert demos.images.dtype == np.uint8 and demos.images.shape[1:] == (64, 64, 3)
+    assert demos.images.dtype == np.uint8
+    assert demos.images.shape[1:] == (64, 64, 3)
     assert demos.states.shape == (demos.episode_length.sum(), 4)
     assert demos.attrs["env_id"] == "vla_distill/Tabletop-v0"
     with h5py.File(out) as f:
@@ -104,8 +107,8 @@ def collect_command(out, episodes):
 
 def run_until_saved(command, n_saved, sig):
     """Start a collection, wait until it has saved n_saved episodes, then send sig."""
-    # A shell that starts jobs in the background makes them ignore SIGINT, and children inherit
-    # that; restoring the default lets the child's Python turn SIGINT into KeyboardInterrupt.
+    # Background shell jobs ignore SIGINT and pass that on to their children. Restoring the
+    # default lets the child's Python turn SIGINT into KeyboardInterrupt.
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
@@ -124,12 +127,13 @@ def test_interrupted_collection_stays_readable_and_resumes(tmp_path, sig):
     out = tmp_path / "demos.h5"
     returncode = run_until_saved(collect_command(out, 3), 4, sig)
     assert returncode != 0
-    kept = load_demos(out)
-    assert 4 <= kept.n_episodes < 27
+    partial = load_demos(out)
+    assert 4 <= partial.n_episodes < 27
     resumed = subprocess.run(collect_command(out, 3) + ["--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     demos = load_demos(out)
     pairs = list(zip(demos.episode_task, demos.episode_seed.tolist()))
-    assert len(pairs) == 27 and len(set(pairs)) == 27
+    assert len(pairs) == 27
+    assert len(set(pairs)) == 27
     assert demos.episode_start[-1] + demos.episode_length[-1] == len(demos.actions)
     assert os.path.getsize(out) > 0

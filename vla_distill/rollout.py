@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EpisodeRecord:
-    """What one episode produced; step arrays are filled only when recording is on.
+    """Outcome of one episode; the step arrays are filled only when recording is on.
 
     ``actions`` contains the label of each step: the executed action, or for the noisy expert
     the clean expert action.
@@ -116,7 +116,7 @@ def run_episodes(
     video_episodes = set(video_episodes)
     envs = make_vector_env(num_envs, image_size, render_size if video_episodes else None)
     try:
-        # AsyncVectorEnv answers a masked-out sub-env with its last observation, which is None
+        # AsyncVectorEnv returns a masked-out sub-env's last observation, which is None
         # before its first reset, so every sub-env is reset once here. Each episode's own
         # reset(seed=...) reseeds its env, so this reset changes no episode.
         envs.reset(options={"task": episodes[0][0]})
@@ -197,9 +197,9 @@ def _merge(old: dict, new: dict, mask: np.ndarray) -> dict:
 
 
 def _capture_frames(envs, active, video_episodes) -> None:
-    wanted = [i for i, r in enumerate(active) if r is not None and (r.task, r.seed) in video_episodes]
-    if not wanted:
+    recording = [i for i, r in enumerate(active) if r is not None and (r.task, r.seed) in video_episodes]
+    if not recording:
         return
     frames = envs.call("render")
-    for i in wanted:
+    for i in recording:
         active[i].frames.append(frames[i])

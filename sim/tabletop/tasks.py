@@ -77,6 +77,6 @@ def is_success(
         inside = np.all(np.abs(object_pos[:2] - zone_pos[:2]) < ZONE_HALF_SIZE_M)
         return bool(inside and object_pos[2] < ON_TABLE_MAX_HEIGHT_M)
     if family == "lift":
-        held = np.linalg.norm(grasp_pos - object_pos) < LIFT_HOLD_DISTANCE_M
-        return bool(object_pos[2] >= LIFT_HEIGHT_M and held)
+        near_grasp = np.linalg.norm(grasp_pos - object_pos) < LIFT_HOLD_DISTANCE_M
+        return bool(object_pos[2] >= LIFT_HEIGHT_M and near_grasp)
     raise ValueError(f"unknown task family {family!r}; valid families: {', '.join(FAMILIES)}")

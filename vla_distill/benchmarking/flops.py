@@ -1,8 +1,8 @@
 """FLOPs of one batch-1 policy call, counted for PyTorch models or from an ONNX graph.
 
 One multiply-add counts as 2 FLOPs. Only matrix products and convolutions are counted
-(MatMul, Gemm, Conv and their integer and QDQ forms); elementwise ops, normalisation and
-softmax add a few percent for the models here and are left out.
+(MatMul, Gemm, Conv and their integer and QDQ forms). Elementwise ops, normalisation and
+softmax are left out, which by estimate undercounts the models here by a few percent.
 """
 
 from __future__ import annotations

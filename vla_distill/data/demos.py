@@ -187,7 +187,7 @@ def _check_compatible(f: h5py.File, image_size: int, state_dim: int, env_id: str
     if f["states"].shape[1] != state_dim:
         raise ValueError(f"cannot resume: {f.filename} stores states of size {f['states'].shape[1]}, requested {state_dim}")
     if env_id is not None and f.attrs.get("env_id") != env_id:
-        raise ValueError(f"cannot resume: {f.filename} holds {f.attrs.get('env_id')!r} episodes, requested {env_id!r}")
+        raise ValueError(f"cannot resume: {f.filename} contains {f.attrs.get('env_id')!r} episodes, requested {env_id!r}")
 
 
 def open_episodes(path: str | Path) -> h5py.File:

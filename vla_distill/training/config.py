@@ -139,7 +139,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # been tuned on collected demonstrations.
     "teacher-small": {"model_preset": "small", "total_steps": 10000, "warmup_steps": 300},
     # NOTE: a 4-pixel shift moves the cubes by up to about 2.5 cm against the gripper position
-    # in the state; whether this hurts precise reaching has not been measured.
+    # in the state. Whether this hurts precise reaching has not been measured.
     "teacher-reference": {"model_preset": "reference", "total_steps": 20000, "augment_shift_px": 4},
     "teacher-large": {
         "model_preset": "large",
