@@ -1,8 +1,15 @@
 """Scripted experts that read privileged simulator state.
 
-Each family is a small state machine over waypoints of the grasp point. Actions are the
-displacement to the next waypoint in units of the env's maximum step (2 cm), clipped to
-[-1, 1], so the expert moves at full speed when far and settles exactly when close.
+Each family is a feedback law: the action depends only on the current positions of the
+grasp point, the named cube and zone, and the finger opening, not on earlier steps. A policy
+that observes the same scene can therefore imitate every label. An expert with hidden phases
+gives different labels to states that look alike, and behaviour cloning averages them into
+actions that stall.
+
+The grasp point descends along a cone around its goal: the farther it is sideways, the
+higher it stays. The fingers thus pass above the other cubes, and the descent starts
+gradually instead of at a sharp distance threshold. Actions are the displacement to the waypoint in units of the env's maximum step
+(2 cm), clipped to [-1, 1], so the expert moves at full speed when far and settles when close.
 """
 
 from __future__ import annotations
@@ -22,109 +29,84 @@ REACH_HEIGHT_M = 0.035
 PUSH_HEIGHT_M = 0.02
 PUSH_STANDOFF_M = 0.045  # grasp point behind the cube centre while pushing
 PUSH_APPROACH_M = 0.065  # where the expert lowers the closed fingers before a push
-XY_TOLERANCE_M = 0.008
-Z_TOLERANCE_M = 0.006
-CLOSE_STEPS = 6
+CONE_RADIUS_M = 0.01  # sideways distance from the goal inside which the cone is at its lowest
+CONE_SLOPE = 1.0  # metres of height gained per metre of sideways distance beyond that radius
+RISE_MARGIN_M = 0.02  # below the cone by this much or more, the expert only climbs
+GRASP_XY_TOLERANCE_M = 0.012
+GRASP_Z_TOLERANCE_M = 0.012
+CLOSED_OPENING_M = 0.045  # finger opening below which the fingers hold a 4 cm cube
 LIFT_SPEED_FRACTION = 0.5
 PUSH_SPEED_FRACTION = 0.5
 
 
 class ScriptedExpert:
-    """Waypoint-following expert for reach, push and lift."""
-
-    def __init__(self):
-        self.phase = 0
-        self.counter = 0
+    """Feedback-law expert for reach, push and lift."""
 
     def reset(self) -> None:
-        self.phase = 0
-        self.counter = 0
+        """Start a new episode. The expert keeps no state between steps."""
 
     def act(self, env: "TabletopEnv") -> np.ndarray:
         grasp = env.grasp_position()
         obj, zone = env.target_positions()
         family = env.task.family
         if family == "reach":
-            waypoint, gripper = self._reach(grasp, obj)
+            waypoint, speed = cone_waypoint(grasp, obj[:2], REACH_HEIGHT_M)
+            gripper = OPEN
         elif family == "lift":
-            waypoint, gripper = self._lift(grasp, obj)
+            waypoint, speed, gripper = _lift(grasp, obj, env.gripper_opening())
         else:
-            waypoint, gripper = self._push(grasp, obj, zone)
+            waypoint, speed, gripper = _push(grasp, obj, zone)
         action = np.zeros(7)
-        action[:3] = np.clip((waypoint - grasp) / env.max_delta_m, -1.0, 1.0)
-        if family == "push" and self.phase == 2:
-            action[:2] = np.clip(action[:2], -PUSH_SPEED_FRACTION, PUSH_SPEED_FRACTION)
-        if family == "lift" and self.phase == 3:
-            # A held cube slips when the fingers accelerate upward at full speed.
-            action[2] = min(action[2], LIFT_SPEED_FRACTION)
+        action[:3] = np.clip((waypoint - grasp) / env.max_delta_m, -speed, speed)
         action[6] = gripper
         return action
 
-    def _reach(self, grasp, obj):
-        above = np.array([obj[0], obj[1], HOVER_HEIGHT_M])
-        if self.phase == 0 and _close_xy(grasp, above):
-            self.phase = 1
-        if self.phase == 0:
-            return _rise_first(grasp, above), OPEN
-        return np.array([obj[0], obj[1], REACH_HEIGHT_M]), OPEN
 
-    def _lift(self, grasp, obj):
-        above = np.array([obj[0], obj[1], HOVER_HEIGHT_M])
-        low = np.array([obj[0], obj[1], GRASP_HEIGHT_M])
-        if self.phase == 0 and _close_xy(grasp, above):
-            self.phase = 1
-        if self.phase == 1 and abs(grasp[2] - low[2]) < Z_TOLERANCE_M:
-            self.phase = 2
-        if self.phase == 2:
-            self.counter += 1
-            if self.counter >= CLOSE_STEPS:
-                self.phase = 3
-        if self.phase == 0:
-            return _rise_first(grasp, above), OPEN
-        if self.phase == 1:
-            return low, OPEN
-        if self.phase == 2:
-            return grasp, CLOSE
-        return np.array([grasp[0], grasp[1], LIFT_TARGET_HEIGHT_M]), CLOSE
+def cone_waypoint(grasp: np.ndarray, goal_xy: np.ndarray, goal_z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the waypoint toward (goal_xy, goal_z) on a cone that keeps the fingers high, and speed limits.
 
-    def _push(self, grasp, obj, zone):
-        direction = zone[:2] - obj[:2]
-        direction /= max(np.linalg.norm(direction), 1e-6)
-        approach_xy = obj[:2] - direction * PUSH_APPROACH_M
-        if self.phase == 2 and _lost_contact(grasp, obj, direction):
-            self.phase = 0
-        if self.phase == 0:
-            above = np.array([*approach_xy, HOVER_HEIGHT_M])
-            if _close_xy(grasp, above):
-                self.phase = 1
-            else:
-                return _rise_first(grasp, above), CLOSE
-        if self.phase == 1:
-            low = np.array([*approach_xy, PUSH_HEIGHT_M])
-            if abs(grasp[2] - PUSH_HEIGHT_M) < Z_TOLERANCE_M:
-                self.phase = 2
-            else:
-                return low, CLOSE
+    The cone's height grows with the sideways distance from the goal, up to the hover height.
+    Below the cone the sideways speed shrinks linearly to zero at RISE_MARGIN_M under it, so
+    the fingers climb before they sweep sideways, and the action changes smoothly with the state.
+    """
+    sideways = float(np.linalg.norm(grasp[:2] - goal_xy))
+    cone_z = goal_z + np.clip((sideways - CONE_RADIUS_M) * CONE_SLOPE, 0.0, HOVER_HEIGHT_M - goal_z)
+    sideways_speed = float(np.clip(1.0 - (cone_z - grasp[2]) / RISE_MARGIN_M, 0.0, 1.0))
+    return np.array([goal_xy[0], goal_xy[1], cone_z]), np.array([sideways_speed, sideways_speed, 1.0])
+
+
+def _lift(grasp, obj, opening):
+    """Descend open around the cube, close once it sits between the fingers, then rise."""
+    between_fingers = (
+        np.linalg.norm(grasp[:2] - obj[:2]) < GRASP_XY_TOLERANCE_M
+        and abs(grasp[2] - obj[2]) < GRASP_Z_TOLERANCE_M
+    )
+    if not between_fingers:
+        return *cone_waypoint(grasp, obj[:2], GRASP_HEIGHT_M), OPEN
+    if opening > CLOSED_OPENING_M:
+        return grasp.copy(), np.ones(3), CLOSE  # hold still while the fingers close
+    # A held cube slips when the fingers accelerate upward at full speed.
+    return np.array([grasp[0], grasp[1], LIFT_TARGET_HEIGHT_M]), np.array([1.0, 1.0, LIFT_SPEED_FRACTION]), CLOSE
+
+
+def _push(grasp, obj, zone):
+    """Lower the closed fingers behind the cube on its line to the zone, then push along it."""
+    direction = zone[:2] - obj[:2]
+    direction /= max(np.linalg.norm(direction), 1e-6)
+    if _behind_cube(grasp, obj, direction):
         # Steer toward the contact point behind the cube and one full step beyond it, so the
         # push goes on while lateral drift is corrected.
-        contact = obj[:2] - direction * PUSH_STANDOFF_M
-        return np.array([*(contact + direction * 0.02), PUSH_HEIGHT_M]), CLOSE
+        contact = obj[:2] - direction * PUSH_STANDOFF_M + direction * 0.02
+        speed = np.array([PUSH_SPEED_FRACTION, PUSH_SPEED_FRACTION, 1.0])
+        return np.array([*contact, PUSH_HEIGHT_M]), speed, CLOSE
+    approach = obj[:2] - direction * PUSH_APPROACH_M
+    return *cone_waypoint(grasp, approach, PUSH_HEIGHT_M), CLOSE
 
 
-def _close_xy(a, b) -> bool:
-    return bool(np.linalg.norm(a[:2] - b[:2]) < XY_TOLERANCE_M)
-
-
-def _rise_first(grasp, waypoint):
-    """Climb to the waypoint's height before moving sideways when low, to avoid sweeping cubes."""
-    if grasp[2] < waypoint[2] - 0.02:
-        return np.array([grasp[0], grasp[1], waypoint[2]])
-    return waypoint
-
-
-def _lost_contact(grasp, obj, direction) -> bool:
-    """Return whether the fingers are no longer behind the cube on the line to the zone."""
+def _behind_cube(grasp, obj, direction) -> bool:
+    """Return whether the low fingers are behind the cube on the line to the zone."""
     offset = obj[:2] - grasp[:2]
     along = float(offset @ direction)
     lateral = abs(float(offset[0] * direction[1] - offset[1] * direction[0]))
-    return along < 0.015 or lateral > 0.02
+    low = grasp[2] < PUSH_HEIGHT_M + 0.01
+    return low and 0.015 < along < PUSH_APPROACH_M + 0.015 and lateral < 0.02
