@@ -137,3 +137,34 @@ def test_interrupted_collection_stays_readable_and_resumes(tmp_path, sig):
     assert len(set(pairs)) == 27
     assert demos.episode_start[-1] + demos.episode_length[-1] == len(demos.actions)
     assert os.path.getsize(out) > 0
+
+
+def test_driver_states_get_expert_labels(tmp_path):
+    torch = pytest.importorskip("torch")
+    from vla_distill.policies.io import create_policy, load_policy, save_policy  # noqa: PLC0415
+    from vla_distill.sim.tabletop.env import TabletopEnv  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    save_policy(create_policy("student", "tiny").eval(), tmp_path / "driver")
+    out = tmp_path / "dagger.h5"
+    command = ["collect", "--tasks", "reach-red,push-blue", "--episodes", "1", "--seed", "3", "--out", str(out)]
+    assert main([*command, "--driver", str(tmp_path / "driver")]) == 0
+    demos = load_demos(out)
+    driver, _ = load_policy(tmp_path / "driver")
+    for episode, task in enumerate(demos.episode_task):
+        env = TabletopEnv(task=task)
+        obs, _ = env.reset(seed=int(demos.episode_seed[episode]))
+        for row in np.flatnonzero(demos.episode_index == episode):
+            np.testing.assert_array_equal(obs["image"], demos.images[row])
+            np.testing.assert_array_equal(demos.actions[row], env.expert_actions(0.0)[1])
+            obs, *_ = env.step(driver.predict_action(obs))
+        env.close()
+
+
+def test_driver_options_are_checked(tmp_path, capsys):
+    out = str(tmp_path / "x.h5")
+    assert main(["collect", "--episodes", "1", "--out", out, "--expert-share", "0.5"]) == 2
+    assert "--expert-share requires --driver" in capsys.readouterr().err
+    assert main(["collect", "--episodes", "1", "--out", out, "--driver", "reference", "--noise", "0.1"]) == 2
+    assert "use --expert-share instead" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()
