@@ -111,7 +111,7 @@ def test_shape_mismatch_lists_keys(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["hidden_size"] = 64
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="shape mismatches .*patch_embedding.weight: stored \\(32, 3, 8, 8\\), expected \\(64, 3, 8, 8\\)"):
+    with pytest.raises(ValueError, match="shape mismatches .*patch_embedding.weight: stored \\(32, 8, 4, 4\\), expected \\(64, 8, 4, 4\\)"):
         load_policy(folder)
 
 

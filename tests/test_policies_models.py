@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from vla_distill.policies.coordinates import coordinate_grid
 from vla_distill.policies.contract import VISUAL_FEATURES, validate_batch
 from vla_distill.policies.image_normalization import ImageNormalizer, normalize_images
 from vla_distill.policies.io import create_policy
 from vla_distill.policies.processor import PolicyProcessor
 from vla_distill.policies.student import STUDENT_PRESETS, StudentConfig, StudentPolicy
+from vla_distill.policies.student.modeling_student import SpatialSoftmax
 from vla_distill.policies.teacher import TEACHER_PRESETS, TeacherConfig, TeacherPolicy
 
 # Presets small enough to run a real forward pass on 2 CPU cores in well under a second.
@@ -197,6 +199,31 @@ def test_empty_instruction_gives_finite_logits():
     assert torch.isfinite(logits).all()
 
 
+def test_coordinate_grid_on_two_by_two_pixels():
+    grid = coordinate_grid(2, 2)
+    np.testing.assert_allclose(grid[0].numpy(), [[-0.5, 0.5], [-0.5, 0.5]])  # x follows columns
+    np.testing.assert_allclose(grid[1].numpy(), [[-0.5, -0.5], [0.5, 0.5]])  # y follows rows
+
+
+def test_spatial_softmax_finds_a_peak():
+    features = torch.zeros(1, 2, 4, 4)
+    features[0, 0, 1, 3] = 50.0  # row 1, column 3: x = 0.75, y = -0.25
+    keypoints = SpatialSoftmax()(features)
+    np.testing.assert_allclose(keypoints[0, :2].numpy(), [0.75, -0.25], atol=1e-6)
+    np.testing.assert_allclose(keypoints[0, 2:].numpy(), [0.0, 0.0], atol=1e-6)  # flat map: the centre
+
+
+def test_teacher_vision_follows_instruction():
+    torch.manual_seed(0)
+    model = create_policy("teacher", "tiny").eval()
+    for module in model.stem.films:
+        torch.nn.init.normal_(module.projection.weight, std=0.5)
+    image = torch.randn(1, 3, 64, 64)
+    first, second = torch.randn(2, model.config.hidden_size).chunk(2)
+    with torch.no_grad():
+        assert not torch.allclose(model.encode_image(image, first), model.encode_image(image, second))
+
+
 def test_image_normalizer_matches_function():
     images = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
     normalizer = ImageNormalizer([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
@@ -214,6 +241,9 @@ def test_image_normalizer_matches_function():
         (TeacherConfig, {"image_std": [0.5, 0.0, 0.5]}, "positive"),
         (StudentConfig, {"film_stages": 9}, "film_stages"),
         (StudentConfig, {"conv_channels": []}, "conv_channels"),
+        (StudentConfig, {"conv_strides": [2, 2]}, "conv_strides"),
+        (StudentConfig, {"conv_strides": [2, 3, 2, 1]}, "1 or 2"),
+        (TeacherConfig, {"patch_size": 8, "stem_channels": [8, 8, 8, 8]}, "multiple of"),
         (StudentConfig, {"hidden_size": "wide"}, "hidden_size"),
     ],
 )

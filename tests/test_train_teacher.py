@@ -1,6 +1,7 @@
 """Teacher training: loss goes down, resume is exact, checkpoints are atomic, CLI works."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from vla_distill.policies.io import create_policy_from_config, load_policy
 from vla_distill.training import checkpointing, load_train_config, train_teacher
 from vla_distill.training.checkpointing import list_checkpoints
 from vla_distill.training.data import DemoBatches, EpochOrder, split_episodes
-from vla_distill.training.losses import behaviour_cloning_loss
+from vla_distill.training.losses import behaviour_cloning_loss, gaussian_bin_targets
 from vla_distill.training.metrics import read_metrics
 from vla_distill.training.optimization import lr_factor
 
@@ -57,6 +58,25 @@ def test_training_lowers_loss(tmp_path, demos_path):
         after, _ = behaviour_cloning_loss(model(batch).action_logits, targets)
     assert before > 5.0  # about ln(256) = 5.55 for near-uniform initial logits
     assert after < 0.7 * before
+
+
+def test_gaussian_targets_on_three_bins():
+    # exp(-0.5 * offset**2) for offsets (-1, 0, 1), normalised: e^-0.5 / (1 + 2 e^-0.5) and 1 / (1 + 2 e^-0.5)
+    edge, centre = math.exp(-0.5) / (1 + 2 * math.exp(-0.5)), 1 / (1 + 2 * math.exp(-0.5))
+    targets = gaussian_bin_targets(torch.tensor([1]), n_bins=3, sigma_bins=1.0)
+    np.testing.assert_allclose(targets.numpy(), [[edge, centre, edge]], rtol=1e-6)
+    logits = torch.tensor([[[0.0, 1.0, 0.0]]])
+    log_z = math.log(2 + math.e)
+    expected = -(2 * edge * (0.0 - log_z) + centre * (1.0 - log_z))
+    loss, _ = behaviour_cloning_loss(logits, torch.tensor([[1]]), label_sigma_bins=1.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_gaussian_targets_at_edge_bins():
+    targets = gaussian_bin_targets(torch.tensor([0, 255]), n_bins=256, sigma_bins=2.0)
+    np.testing.assert_allclose(targets.sum(dim=-1).numpy(), [1.0, 1.0], rtol=1e-6)
+    assert int(targets[0].argmax()) == 0
+    assert int(targets[1].argmax()) == 255
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, demos_path):
@@ -177,6 +197,8 @@ def test_config_from_json_file(tmp_path):
         ({"model_preset": "giant"}, "unknown model_preset"),
         ({"model_overrides": {"hidden_size": 32}}, "divisible"),  # small preset has 3 heads
         ({"model_overrides": {"hidden": 30}}, "unknown TeacherConfig fields"),
+        ({"label_smoothing": 0.1, "label_sigma_bins": 2.0}, "not both"),
+        ({"label_sigma_bins": -1.0}, "label_sigma_bins must be"),
     ],
 )
 def test_invalid_config_raises(tmp_path, values, message):

@@ -2,11 +2,14 @@
 
 The instruction is a mean of word embeddings. Together with the state it forms a
 conditioning vector that modulates the last conv stages through FiLM (per-channel scale
-and shift, Perez et al. 2018). The pooled image features and the conditioning vector form a
-trunk feature. Each action dimension adds its learned query to the trunk feature, and one
-Linear(hidden_size, n_bins) shared by all dimensions scores the bins. The graph uses only
-convolution, linear, ReLU, LayerNorm, gather, mean and concat operators, so it exports
-cleanly to ONNX.
+and shift, Perez et al. 2018), so the feature maps can light up where the named cube is.
+Two constant channels with the pixel coordinates are appended to the image (CoordConv), and
+a spatial softmax turns each final feature map into the expected image position of its
+activation. Mean-pooled features, these keypoints, the conditioning vector
+and the state form a trunk feature. Each action dimension adds its learned query to the trunk
+feature, and one Linear(hidden_size, n_bins) shared by all dimensions scores the bins. The
+graph uses only convolution, linear, ReLU, softmax, LayerNorm, gather, mean and concat
+operators, so it exports cleanly to ONNX.
 """
 
 from __future__ import annotations
@@ -25,21 +28,20 @@ from vla_distill.policies.contract import (
     PolicyMixin,
     PolicyOutput,
 )
+from vla_distill.policies.film import FiLM
+from vla_distill.policies.coordinates import append_coordinates, coordinate_grid
 from vla_distill.policies.pooling import masked_mean
 from vla_distill.policies.student.configuration_student import StudentConfig
 
 
-class FiLM(nn.Module):
-    """Feature-wise linear modulation: features * (1 + gamma) + beta, per channel."""
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) position of each channel's softmax over its feature map."""
 
-    def __init__(self, condition_dim: int, channels: int) -> None:
-        super().__init__()
-        self.projection = nn.Linear(condition_dim, 2 * channels)
-
-    def forward(self, features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Modulate ``features`` (B, C, H, W) with ``condition`` (B, condition_dim)."""
-        gamma, beta = self.projection(condition).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        return features * (1.0 + gamma) + beta
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Map features (B, C, H, W) to keypoints (B, 2 * C), x and y per channel."""
+        grid = coordinate_grid(*features.shape[2:], device=features.device).flatten(1).T  # (H*W, 2)
+        weights = torch.softmax(features.flatten(2), dim=-1)  # (B, C, H*W)
+        return (weights @ grid).flatten(1)
 
 
 class StudentPreTrainedModel(PreTrainedModel):
@@ -59,6 +61,12 @@ class StudentPreTrainedModel(PreTrainedModel):
             # Zero projection: FiLM starts as the identity and learns its modulation.
             init.zeros_(module.projection.weight)
             init.zeros_(module.projection.bias)
+        elif isinstance(module, nn.Embedding):
+            # Unit-scale word vectors: at the default std of 0.02 the colour word barely changes the
+            # conditioning vector, and a probe that regressed the named cube's position learned slower.
+            init.normal_(module.weight, mean=0.0, std=1.0)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
 
 
 class StudentPolicy(PolicyMixin, StudentPreTrainedModel):
@@ -66,11 +74,12 @@ class StudentPolicy(PolicyMixin, StudentPreTrainedModel):
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__(config)
-        channels = [3, *config.conv_channels]
+        channels = [3 + 2, *config.conv_channels]  # RGB and the two coordinate channels
         self.conv_stages = nn.ModuleList(
-            nn.Conv2d(channels[i], channels[i + 1], kernel_size=3, stride=2, padding=1)
+            nn.Conv2d(channels[i], channels[i + 1], kernel_size=3, stride=config.conv_strides[i], padding=1)
             for i in range(len(config.conv_channels))
         )
+        self.keypoints = SpatialSoftmax()
         self.first_film_stage = len(config.conv_channels) - config.film_stages
         self.films = nn.ModuleList(
             FiLM(config.condition_dim, width) for width in config.conv_channels[self.first_film_stage :]
@@ -80,7 +89,12 @@ class StudentPolicy(PolicyMixin, StudentPreTrainedModel):
             config.vocab_size, config.text_embedding_dim, padding_idx=config.pad_token_id
         )
         self.condition = nn.Linear(config.text_embedding_dim + config.state_dim, config.condition_dim)
-        self.trunk = nn.Linear(channels[-1] + config.condition_dim, config.hidden_size)
+        visual_width = 3 * channels[-1]  # pooled features and an (x, y) keypoint per channel
+        self.trunk = nn.Sequential(
+            nn.Linear(visual_width + config.condition_dim + config.state_dim, config.hidden_size),
+            nn.ReLU(),
+            nn.Linear(config.hidden_size, config.hidden_size),
+        )
         self.action_queries = nn.Embedding(config.action_dim, config.hidden_size)
         self.query_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.bin_head = nn.Linear(config.hidden_size, config.n_bins)
@@ -91,7 +105,7 @@ class StudentPolicy(PolicyMixin, StudentPreTrainedModel):
         instruction = masked_mean(self.token_embedding(batch[INPUT_IDS]), batch[ATTENTION_MASK])
         condition = torch.relu(self.condition(torch.cat([instruction, batch[STATE]], dim=1)))
         visual = self.encode_image(batch[IMAGE], condition)
-        trunk = torch.relu(self.trunk(torch.cat([visual, condition], dim=1)))  # (B, hidden_size)
+        trunk = torch.relu(self.trunk(torch.cat([visual, condition, batch[STATE]], dim=1)))  # (B, hidden_size)
 
         per_dimension = torch.relu(trunk.unsqueeze(1) + self.action_queries.weight)  # (B, action_dim, hidden)
         logits = self.bin_head(self.query_norm(per_dimension))  # (B, action_dim, n_bins)
@@ -99,11 +113,11 @@ class StudentPolicy(PolicyMixin, StudentPreTrainedModel):
         return PolicyOutput(action_logits=logits, features=features)
 
     def encode_image(self, image: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Run the conv stages on images (B, 3, H, W) and return pooled features (B, C)."""
-        features = image
+        """Run the conv stages on images (B, 3, H, W) and return pooled features and keypoints (B, 3C)."""
+        features = append_coordinates(image)
         for index, stage in enumerate(self.conv_stages):
             features = stage(features)
             if index >= self.first_film_stage:
                 features = self.films[index - self.first_film_stage](features, condition)
             features = torch.relu(features)
-        return features.mean(dim=(2, 3))
+        return torch.cat([features.mean(dim=(2, 3)), self.keypoints(features)], dim=1)

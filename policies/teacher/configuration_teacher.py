@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any, ClassVar
 
 from vla_distill.policies.configuration_policy import PolicyConfig, check_float, check_int
@@ -16,6 +17,8 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "vision_layers": 1,
         "text_layers": 1,
         "fusion_layers": 1,
+        "patch_size": 8,
+        "stem_channels": [8],
     },
     "small": {
         "hidden_size": 96,
@@ -24,6 +27,8 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "vision_layers": 2,
         "text_layers": 1,
         "fusion_layers": 2,
+        "patch_size": 16,
+        "stem_channels": [16, 32],
     },
     "reference": {
         "hidden_size": 192,
@@ -32,6 +37,8 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "vision_layers": 4,
         "text_layers": 2,
         "fusion_layers": 2,
+        "patch_size": 16,
+        "stem_channels": [32, 64],
     },
     "large": {
         "hidden_size": 384,
@@ -40,6 +47,8 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "vision_layers": 8,
         "text_layers": 4,
         "fusion_layers": 4,
+        "patch_size": 8,
+        "stem_channels": [32, 64],
     },
     "xl": {
         "hidden_size": 768,
@@ -48,6 +57,8 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "vision_layers": 12,
         "text_layers": 6,
         "fusion_layers": 6,
+        "patch_size": 8,
+        "stem_channels": [64, 128],
     },
 }
 
@@ -74,8 +85,14 @@ class TeacherConfig(PolicyConfig):
     """Number of transformer layers over the instruction tokens."""
     fusion_layers: int = 2
     """Number of transformer layers over vision, text, state and action query tokens."""
-    patch_size: int = 8
-    """Side in pixels of the square image patches, a divisor of image_size."""
+    patch_size: int = 16
+    """Side in pixels of the square image patch behind each vision token, a divisor of image_size."""
+    stem_channels: list[int] = field(default_factory=lambda: [32, 64])
+    """Output channels of the 3x3 stride-2 convolutions that run before patchifying (empty: none).
+
+    Each halves the image, so patch_size must be a multiple of 2 ** len(stem_channels). The
+    stem gives the ViT local features, such as the colour of a cube, before the patches are cut.
+    """
     dropout: float = 0.0
     """Dropout probability on attention weights and MLP outputs during training."""
     layer_norm_eps: float = 1e-6
@@ -99,6 +116,15 @@ class TeacherConfig(PolicyConfig):
         check_int("text_layers", self.text_layers, 1)
         check_int("fusion_layers", self.fusion_layers, 1)
         check_int("patch_size", self.patch_size, 1)
+        if not isinstance(self.stem_channels, (list, tuple)):
+            raise ValueError(f"stem_channels must be a list of integers, got {self.stem_channels!r}")
+        for value in self.stem_channels:
+            check_int("stem_channels entry", value, 1)
+        if self.patch_size % 2 ** len(self.stem_channels):
+            raise ValueError(
+                f"patch_size {self.patch_size} must be a multiple of 2 ** len(stem_channels) "
+                f"= {2 ** len(self.stem_channels)}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}"

@@ -1,6 +1,10 @@
 """Transformer teacher policy.
 
-Image patches go through a ViT and instruction tokens through a text transformer. A fusion
+The instruction tokens go through a text transformer first. The image, with two
+pixel-coordinate channels appended, passes a small convolutional stem whose stages are
+modulated by the pooled instruction through FiLM, so the vision tokens can already mark the
+named cube. The stem output is cut into
+patches, one vision token each (a hybrid ViT). The patch tokens go through a ViT and instruction tokens through a text transformer. A fusion
 transformer then attends over the vision tokens, text tokens, one state token and one
 learned query token per action dimension. Each query's output feeds that dimension's own
 linear head over the action bins.
@@ -9,6 +13,7 @@ linear head over the action bins.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -22,6 +27,8 @@ from vla_distill.policies.contract import (
     PolicyMixin,
     PolicyOutput,
 )
+from vla_distill.policies.coordinates import append_coordinates
+from vla_distill.policies.film import FiLM
 from vla_distill.policies.pooling import masked_mean
 from vla_distill.policies.teacher.configuration_teacher import TeacherConfig
 from vla_distill.policies.teacher.transformer_layers import TransformerEncoder
@@ -43,6 +50,25 @@ class PerDimensionBinHead(nn.Module):
         return torch.einsum("bad,adn->ban", queries, self.weight) + self.bias
 
 
+class FilmConvStem(nn.Module):
+    """3x3 stride-2 convolutions, each followed by FiLM from the instruction and GELU."""
+
+    def __init__(self, in_channels: int, widths: list[int], condition_dim: int) -> None:
+        super().__init__()
+        inputs = [in_channels, *widths[:-1]]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1) for a, b in zip(inputs, widths)
+        )
+        self.films = nn.ModuleList(FiLM(condition_dim, width) for width in widths)
+
+    def forward(self, images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Map images (B, C, H, W) and the condition (B, condition_dim) to stem features."""
+        features = images
+        for conv, film in zip(self.convs, self.films):
+            features = F.gelu(film(conv(features), condition))
+        return features
+
+
 class TeacherPreTrainedModel(PreTrainedModel):
     """Weight initialisation and loading settings of the teacher."""
 
@@ -55,6 +81,9 @@ class TeacherPreTrainedModel(PreTrainedModel):
         if isinstance(module, PerDimensionBinHead):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.bias)
+        elif isinstance(module, FiLM):
+            init.zeros_(module.projection.weight)
+            init.zeros_(module.projection.bias)
 
 
 class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
@@ -63,7 +92,10 @@ class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
     def __init__(self, config: TeacherConfig) -> None:
         super().__init__(config)
         size = config.hidden_size
-        self.patch_embedding = nn.Conv2d(3, size, kernel_size=config.patch_size, stride=config.patch_size)
+        self.stem = FilmConvStem(3 + 2, config.stem_channels, size)  # RGB and the two coordinate channels
+        patch = config.patch_size // 2 ** len(config.stem_channels)
+        stem_width = config.stem_channels[-1] if config.stem_channels else 3 + 2
+        self.patch_embedding = nn.Conv2d(stem_width, size, kernel_size=patch, stride=patch)
         self.patch_position = nn.Embedding(config.num_patches, size)
         self.vision_encoder = TransformerEncoder(config, config.vision_layers)
 
@@ -81,19 +113,24 @@ class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> PolicyOutput:
         """Score the action bins of a batch of the policy contract."""
         attention_mask = batch[ATTENTION_MASK]
-        vision_tokens = self.encode_image(batch[IMAGE])
         text_tokens = self.encode_instruction(batch[INPUT_IDS], attention_mask)
+        instruction = masked_mean(text_tokens, attention_mask)
+        vision_tokens = self.encode_image(batch[IMAGE], instruction)
         query_outputs = self.fuse(vision_tokens, text_tokens, attention_mask, batch[STATE])
         features = {
             VISUAL_FEATURES: vision_tokens.mean(dim=1),
-            "text": masked_mean(text_tokens, attention_mask),
+            "text": instruction,
             "fused": query_outputs.mean(dim=1),
         }
         return PolicyOutput(action_logits=self.action_head(query_outputs), features=features)
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Encode normalised images (B, 3, H, W) into patch tokens (B, num_patches, D)."""
-        patches = self.patch_embedding(image).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
+    def encode_image(self, image: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """Encode normalised images (B, 3, H, W) into patch tokens (B, num_patches, D).
+
+        ``instruction`` (B, D) is the pooled text encoding that conditions the stem.
+        """
+        patches = self.patch_embedding(self.stem(append_coordinates(image), instruction))
+        patches = patches.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
         return self.vision_encoder(patches + self.patch_position.weight)
 
     def encode_instruction(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,8 @@ class TrainConfig:
     """Maximum global L2 norm of the gradients, or 0 to disable clipping."""
     label_smoothing: float = 0.0
     """Label smoothing of the cross-entropy over action bins, in [0, 1)."""
+    label_sigma_bins: float = 0.0
+    """Std, in bins, of a Gaussian target around the expert bin instead of a one-hot target, or 0."""
     augment_shift_px: int = 0
     """Maximum random shift in pixels of training images (edge-padded), or 0 to disable it."""
     val_fraction: float = 0.1
@@ -98,11 +100,14 @@ class TrainConfig:
             ("weight_decay", 0.0, math.inf),
             ("grad_clip_norm", 0.0, math.inf),
             ("label_smoothing", 0.0, 0.999),
+            ("label_sigma_bins", 0.0, 64.0),
             ("val_fraction", 0.0, 0.9),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        if self.label_smoothing > 0 and self.label_sigma_bins > 0:
+            raise ValueError("set label_smoothing or label_sigma_bins, not both")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         betas = self.adam_betas
@@ -138,16 +143,26 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # NOTE: step counts and learning rates of the presets below are estimates that have not
     # been tuned on collected demonstrations.
     "teacher-small": {"model_preset": "small", "total_steps": 10000, "warmup_steps": 300},
-    # NOTE: a 4-pixel shift moves the cubes by up to about 2.5 cm against the gripper position
-    # in the state. Whether this hurts precise reaching has not been measured.
-    "teacher-reference": {"model_preset": "reference", "total_steps": 20000, "augment_shift_px": 4},
+    # No random shift: the coordinate channels tie each pixel to a place on the table, and a
+    # shift would move the cubes against the gripper position in the state.
+    "teacher-reference": {
+        "model_preset": "reference",
+        "lr": 5e-4,
+        "warmup_steps": 300,
+        "total_steps": 12000,
+        "label_sigma_bins": 2.0,
+        "eval_every": 500,
+        "eval_max_samples": 2048,
+        "checkpoint_every": 250,
+        "num_threads": 2,
+    },
     "teacher-large": {
         "model_preset": "large",
         "batch_size": 256,
         "lr": 2e-4,
         "total_steps": 50000,
         "warmup_steps": 2000,
-        "augment_shift_px": 4,
+        "label_sigma_bins": 2.0,
         "eval_every": 2500,
         "checkpoint_every": 2500,
     },

@@ -6,19 +6,35 @@ import torch
 import torch.nn.functional as F
 
 
+def gaussian_bin_targets(target_bins: torch.Tensor, n_bins: int, sigma_bins: float) -> torch.Tensor:
+    """Return target distributions (..., n_bins) of a Gaussian with std ``sigma_bins`` around each bin.
+
+    Neighbouring bins share the probability mass, so the cross-entropy scores bin 101 as a
+    smaller error than bin 0 for an expert bin 100 (the HL-Gauss target).
+    """
+    centres = torch.arange(n_bins, dtype=torch.float32, device=target_bins.device)
+    offsets = centres - target_bins.unsqueeze(-1).float()
+    return torch.softmax(-0.5 * (offsets / sigma_bins) ** 2, dim=-1)
+
+
 def behaviour_cloning_loss(
-    logits: torch.Tensor, target_bins: torch.Tensor, label_smoothing: float = 0.0
+    logits: torch.Tensor, target_bins: torch.Tensor, label_smoothing: float = 0.0, label_sigma_bins: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Return the cross-entropy between predicted bin scores and expert bins, and its terms.
 
-    loss = mean over samples b and action dimensions a of -log softmax(logits[b, a])[target[b, a]],
-    with optional label smoothing. ``logits`` is (B, action_dim, n_bins), ``target_bins``
-    int64 (B, action_dim).
+    loss = mean over samples b and action dimensions a of -sum_k q[b, a, k] log softmax(logits[b, a])[k],
+    where q is one-hot at the expert bin, optionally label-smoothed, or with ``label_sigma_bins`` > 0
+    a Gaussian over bins (``gaussian_bin_targets``). ``logits`` is (B, action_dim, n_bins),
+    ``target_bins`` int64 (B, action_dim).
     """
     n_bins = logits.shape[-1]
-    loss = F.cross_entropy(
-        logits.reshape(-1, n_bins), target_bins.reshape(-1), label_smoothing=label_smoothing
-    )
+    if label_sigma_bins > 0:
+        targets = gaussian_bin_targets(target_bins, n_bins, label_sigma_bins)
+        loss = -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+    else:
+        loss = F.cross_entropy(
+            logits.reshape(-1, n_bins), target_bins.reshape(-1), label_smoothing=label_smoothing
+        )
     return loss, {"bc_cross_entropy": float(loss.detach())}
 
 

@@ -226,7 +226,9 @@ class Trainer:
         """Run one optimizer step on the batch of the current step and return its scalars."""
         batch, targets = self.data.train_batch(self.order, self.step, self.config.augment_shift_px)
         logits = self.model(batch).action_logits
-        loss, terms = behaviour_cloning_loss(logits, targets, self.config.label_smoothing)
+        loss, terms = behaviour_cloning_loss(
+            logits, targets, self.config.label_smoothing, self.config.label_sigma_bins
+        )
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,6 +269,8 @@ class Trainer:
         self.model.eval()
         rows = self.data.val_subset(self.config.eval_max_samples)
         loss_sum, correct = 0.0, torch.zeros(self.model.config.action_dim)
+        abs_error = torch.zeros(self.model.config.action_dim)
+        tokenizer = self.model.config.action_tokenizer()
         for start in range(0, len(rows), self.config.batch_size):
             chunk = rows[start : start + self.config.batch_size]
             batch, targets = self.data.batch(chunk)
@@ -274,10 +278,15 @@ class Trainer:
             loss, _ = behaviour_cloning_loss(logits, targets)
             loss_sum += float(loss) * len(chunk)
             correct += bin_accuracy(logits, targets) * len(chunk)
+            abs_error += (tokenizer.decode(logits.argmax(dim=-1)) - tokenizer.decode(targets)).abs().sum(dim=0)
         self.model.train()
 
         accuracy = correct / len(rows)
-        values = {"val/loss": loss_sum / len(rows), "val/accuracy": float(accuracy.mean())}
+        values = {
+            "val/loss": loss_sum / len(rows),
+            "val/accuracy": float(accuracy.mean()),
+            "val/action_mae": float(abs_error.sum() / (len(rows) * len(abs_error))),
+        }
         for name, value in zip(self.model.config.action_names, accuracy.tolist()):
             values[f"val/accuracy_{name}"] = value
         return values
