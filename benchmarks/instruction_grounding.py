@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/instruction_grounding.py --policy reference --scenes 30 --seed 2000
 
-For each seeded reach scene, the expert takes two steps; then the same observation is given
-to the policy three times, naming the red, green and blue cube. The script prints the
+For each seeded reach scene, the expert takes two steps. The policy then receives the same
+observation three times, naming the red, green and blue cube in turn. The script prints the
 fraction of scenes where the colour changes the policy's dx or dy, and how often the signs of
 the policy's dx and dy match the expert's for the named cube. A policy that ignores the colour
 scores 0 on the first figure and about 0.5 on the second.
