@@ -37,11 +37,18 @@ def scene_actions(env: TabletopEnv, policy, seed: int) -> tuple[list[np.ndarray]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="reference", help="checkpoint folder or 'reference'")
+    parser.add_argument("--policy", default="reference", help="PyTorch checkpoint folder or 'reference'")
     parser.add_argument("--scenes", type=int, default=30, help="number of seeded scenes")
     parser.add_argument("--seed", type=int, default=2000, help="seed of the first scene")
     args = parser.parse_args()
-    policy, _ = load_policy(args.policy)
+    if args.scenes < 1:
+        parser.error(f"--scenes must be at least 1, got {args.scenes}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    try:
+        policy, _ = load_policy(args.policy)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"cannot load --policy {args.policy!r}: {error}")
     env = TabletopEnv(task="reach-red")
     changed, sign_matches = 0, []
     for seed in range(args.seed, args.seed + args.scenes):

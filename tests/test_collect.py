@@ -168,3 +168,41 @@ def test_driver_options_are_checked(tmp_path, capsys):
     assert main(["collect", "--episodes", "1", "--out", out, "--driver", "reference", "--noise", "0.1"]) == 2
     assert "use --expert-share instead" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_driver(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from vla_distill.policies.io import create_policy, save_policy  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    return save_policy(create_policy("student", "tiny").eval(), tmp_path_factory.mktemp("driver") / "student")
+
+
+def test_expert_share_draws_ignore_worker_count(tmp_path, tiny_driver):
+    command = ["collect", "--tasks", "reach-green", "--episodes", "2", "--seed", "4", "--driver", str(tiny_driver), "--expert-share", "0.5"]
+    assert main([*command, "--out", str(tmp_path / "one.h5")]) == 0
+    assert main([*command, "--num-envs", "2", "--out", str(tmp_path / "two.h5")]) == 0
+    one, two = load_demos(tmp_path / "one.h5"), load_demos(tmp_path / "two.h5")
+    np.testing.assert_array_equal(one.actions, two.actions)
+    np.testing.assert_array_equal(one.states, two.states)
+
+
+def test_failed_driver_leaves_no_file(tmp_path, capsys):
+    from vla_distill.policies.io import create_policy, save_policy  # noqa: PLC0415
+
+    save_policy(create_policy("student", "tiny", image_size=32), tmp_path / "small_images")
+    out = tmp_path / "out.h5"
+    command = ["collect", "--tasks", "reach-red", "--episodes", "1", "--out", str(out)]
+    assert main([*command, "--driver", str(tmp_path / "small_images")]) == 2
+    assert "image_size=32" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_with_another_driver_raises(tmp_path, tiny_driver, capsys):
+    out = str(tmp_path / "mixed.h5")
+    assert main(["collect", "--tasks", "reach-red", "--episodes", "1", "--out", out]) == 0
+    command = ["collect", "--tasks", "reach-red", "--episodes", "2", "--out", out, "--resume"]
+    assert main([*command, "--driver", str(tiny_driver)]) == 2
+    assert "collected with driver None" in capsys.readouterr().err
+    assert load_demos(out).n_episodes == 1

@@ -62,23 +62,22 @@ class ExpertLabelledPolicy:
     """A policy that drives while the scripted expert labels every visited state (DAgger).
 
     On each step and in each env, the expert's clean action is executed instead of the
-    driver's with probability ``expert_share``. The recorded label is always the clean expert
+    driver's with probability ``expert_share``, drawn from the episode's own expert RNG. The recorded label is always the clean expert
     action, so a policy trained on the result learns to recover from its own mistakes.
     """
 
-    def __init__(self, driver, expert_share: float = 0.0, seed: int = 0):
+    def __init__(self, driver, expert_share: float = 0.0):
         if not 0.0 <= expert_share <= 1.0:
-            raise ValueError(f"expert share must be in [0, 1], got {expert_share}")
+            raise ValueError(f"--expert-share must be in [0, 1], got {expert_share}")
         self.driver = driver
         self.expert_share = expert_share
         self.name = f"{driver.name} labelled by expert"
-        self._rng = np.random.default_rng(seed)
 
     def act(self, envs: gym.vector.VectorEnv, obs: dict) -> tuple[np.ndarray, np.ndarray]:
         """Return the actions to execute (the driver's, or the expert's by chance) and the clean expert actions to record."""
         clean = np.stack(envs.call("expert_actions", 0.0))[:, 1]
         driven = self.driver.act(envs, obs)
-        use_expert = self._rng.random(len(clean)) < self.expert_share
+        use_expert = np.array(envs.call("expert_takes_over", self.expert_share), dtype=bool)
         return np.where(use_expert[:, None], clean, driven).astype(np.float32), clean
 
     def reset(self) -> None:

@@ -235,6 +235,14 @@ class TabletopEnv(gym.Env):
             noisy = np.clip(clean + self._expert_rng.normal(0.0, noise_std, size=clean.shape), -1.0, 1.0)
         return np.stack([noisy, clean]).astype(np.float32)
 
+    def expert_takes_over(self, share: float) -> bool:
+        """Return True with probability ``share``, drawn from this episode's expert RNG.
+
+        Collection that mixes a driver's and the expert's actions draws here, so each
+        episode's draws depend on its seed only, not on worker count or order.
+        """
+        return bool(self._expert_rng.random() < share)
+
     def set_object_position(self, color: str, xyz) -> None:
         """Teleport a cube (for tests of the success rule); runs mj_forward."""
         qpos_adr = self._ids[f"cube_{color}_qpos"]

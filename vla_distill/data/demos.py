@@ -98,6 +98,8 @@ class EpisodeWriter:
 
     def __init__(self, path: str | Path, image_size: int, state_dim: int, attrs: dict, resume: bool):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder; pass a file path such as {self.path / 'demos.h5'}")
         if self.path.exists() and not resume:
             raise ValueError(f"{self.path} already exists; pass --resume to append to it or choose another path")
         if resume and self.path.exists():
@@ -226,6 +228,12 @@ def load_demos(path: str | Path) -> Demos:
             episode_start=f["episode_start"][:n_episodes],
             attrs={key: _attr_value(value) for key, value in f.attrs.items()},
         )
+
+
+def read_attrs(path: str | Path) -> dict:
+    """Return the file-level attributes of an episode file (``config`` stays a JSON string)."""
+    with open_episodes(path) as f:
+        return {key: _attr_value(value) for key, value in f.attrs.items()}
 
 
 def _attr_value(value):
