@@ -181,11 +181,11 @@ def tiny_driver(tmp_path_factory):
 
 def test_expert_share_draws_ignore_worker_count(tmp_path, tiny_driver):
     command = ["collect", "--tasks", "reach-green", "--episodes", "2", "--seed", "4", "--driver", str(tiny_driver), "--expert-share", "0.5"]
-    assert main([*command, "--out", str(tmp_path / "one.h5")]) == 0
-    assert main([*command, "--num-envs", "2", "--out", str(tmp_path / "two.h5")]) == 0
-    one, two = load_demos(tmp_path / "one.h5"), load_demos(tmp_path / "two.h5")
-    np.testing.assert_array_equal(one.actions, two.actions)
-    np.testing.assert_array_equal(one.states, two.states)
+    assert main([*command, "--out", str(tmp_path / "in_process.h5")]) == 0
+    assert main([*command, "--num-envs", "2", "--out", str(tmp_path / "workers.h5")]) == 0
+    in_process, workers = load_demos(tmp_path / "in_process.h5"), load_demos(tmp_path / "workers.h5")
+    np.testing.assert_array_equal(in_process.actions, workers.actions)
+    np.testing.assert_array_equal(in_process.states, workers.states)
 
 
 def test_failed_driver_leaves_no_file(tmp_path, capsys):
@@ -206,3 +206,8 @@ def test_resume_with_another_driver_raises(tmp_path, tiny_driver, capsys):
     assert main([*command, "--driver", str(tiny_driver)]) == 2
     assert "collected with driver None" in capsys.readouterr().err
     assert load_demos(out).n_episodes == 1
+
+
+def test_folder_as_out_raises(tmp_path, capsys):
+    assert main(["collect", "--tasks", "reach-red", "--episodes", "1", "--out", str(tmp_path), "--resume"]) == 2
+    assert "is a folder" in capsys.readouterr().err

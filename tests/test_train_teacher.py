@@ -118,6 +118,20 @@ def test_run_outputs(tmp_path, demos_path):
     assert json.loads((result.final_dir / "train_config.json").read_text())["total_steps"] == 40
 
 
+def test_logged_action_error_matches_model(tmp_path, demos_path):
+    config = tiny_config(label_sigma_bins=2.0)
+    result = train_teacher(config, demos_path, tmp_path / "run")
+    logged = {(step, name): value for step, name, value in read_metrics(tmp_path / "run" / "metrics.csv")}
+    model, processor = load_policy(result.final_dir)
+    tokenizer = model.config.action_tokenizer()
+    data = DemoBatches(load_demos(demos_path), processor, tokenizer, config.val_fraction, config.seed)
+    batch, targets = data.batch(data.val_subset(config.eval_max_samples))
+    with torch.no_grad():
+        decoded = tokenizer.decode(model(batch).action_logits.argmax(dim=-1))
+    expected = float((decoded - tokenizer.decode(targets)).abs().mean())
+    assert logged[(40, "val/action_mae")] == pytest.approx(expected, abs=1e-5)
+
+
 def test_resume_drops_metrics_after_checkpoint(tmp_path, demos_path):
     config = tiny_config(log_every=5)
     train_teacher(config, demos_path, tmp_path / "run", stop_after_step=20)

@@ -62,8 +62,9 @@ class ExpertLabelledPolicy:
     """A policy that drives while the scripted expert labels every visited state (DAgger).
 
     On each step and in each env, the expert's clean action is executed instead of the
-    driver's with probability ``expert_share``, drawn from the episode's own expert RNG. The recorded label is always the clean expert
-    action, so a policy trained on the result learns to recover from its own mistakes.
+    driver's with probability ``expert_share``, drawn from the episode's own expert RNG. The
+    recorded label is always the clean expert action, so a policy trained on the result learns
+    to recover from its own mistakes.
     """
 
     def __init__(self, driver, expert_share: float = 0.0):
@@ -74,7 +75,7 @@ class ExpertLabelledPolicy:
         self.name = f"{driver.name} labelled by expert"
 
     def act(self, envs: gym.vector.VectorEnv, obs: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Return the actions to execute (the driver's, or the expert's by chance) and the clean expert actions to record."""
+        """Return the actions to execute (the driver's, or by chance the expert's) and the expert labels."""
         clean = np.stack(envs.call("expert_actions", 0.0))[:, 1]
         driven = self.driver.act(envs, obs)
         use_expert = np.array(envs.call("expert_takes_over", self.expert_share), dtype=bool)

@@ -1,8 +1,9 @@
 """CNN student policy for edge CPUs.
 
 The instruction is a mean of word embeddings. Together with the state it forms a
-conditioning vector that modulates the last conv stages through FiLM (per-channel scale
-and shift, Perez et al. 2018), so the feature maps can light up where the named cube is.
+conditioning vector that modulates the last ``film_stages`` conv stages (every stage by
+default) through FiLM (per-channel scale and shift, Perez et al. 2018), so the feature maps
+can light up where the named cube is.
 Two constant channels with the pixel coordinates are appended to the image (CoordConv), and
 a spatial softmax turns each final feature map into the expected image position of its
 activation. Mean-pooled features, these keypoints, the conditioning vector

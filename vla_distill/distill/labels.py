@@ -38,16 +38,15 @@ import h5py
 import numpy as np
 import torch
 
+from vla_distill.data.demos import IMAGE_CHUNK_FRAMES, STRING_DTYPE
 from vla_distill.policies.io import checkpoint_hash
 
 logger = logging.getLogger(__name__)
 
 LABEL_FORMAT = "vla-distill-teacher-labels"
 LABEL_FORMAT_VERSION = 1
-IMAGE_CHUNK_FRAMES = 16
 # Rows per HDF5 chunk of the other per-step fields, so a chunk always contains whole rows.
 ROW_CHUNK_ROWS = 256
-STRING_DTYPE = h5py.string_dtype("utf-8")
 EPISODE_FIELDS = {
     "episode_task": STRING_DTYPE,
     "episode_instruction": STRING_DTYPE,

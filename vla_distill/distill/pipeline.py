@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,10 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from tqdm import tqdm
 
-from vla_distill import __version__
 from vla_distill.distill.adapter import build_adapter
 from vla_distill.distill.collection import collect_round
 from vla_distill.distill.config import DistillConfig, load_distill_config
@@ -66,7 +63,7 @@ from vla_distill.training.checkpointing import (
     prune_checkpoints,
     restore_rng_state,
 )
-from vla_distill.training.provenance import file_sha256
+from vla_distill.training.provenance import file_sha256, software_versions
 from vla_distill.training.trainer import check_same_config, check_same_data, record_resume, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -418,10 +415,5 @@ def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
         "data_sha256": None if demos_path is None else file_sha256(demos_path),
         "seeds": {"seed": config.seed, "rollout_seed": config.rollout_seed, "eval_seed": config.eval_seed},
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "vla_distill": __version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": software_versions(),
     }

@@ -14,7 +14,7 @@ import transformers
 from vla_distill import __version__
 from vla_distill.policies.io import SOURCE_FILE, TRAIN_CONFIG_FILE
 
-__all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "file_sha256"]
+__all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "file_sha256", "software_versions"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -26,6 +26,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def software_versions() -> dict[str, str]:
+    """Return the versions of vla-distill, torch, transformers and Python of this process."""
+    return {
+        "vla_distill": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def build_source_record(data_path: str | Path, seed: int, command: str | None) -> dict[str, Any]:
     """Return the command, data file, data sha256, seed and software versions of a run."""
     return {
@@ -34,10 +44,5 @@ def build_source_record(data_path: str | Path, seed: int, command: str | None) -
         "data_sha256": file_sha256(data_path),
         "seed": seed,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "vla_distill": __version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": software_versions(),
     }
