@@ -46,6 +46,20 @@ def test_hdf5_round_trip(tmp_path):
     assert demos.episode_success.tolist() == [True, False]
     assert demos.attrs["env_id"] == ATTRS["env_id"]
     assert json.loads(demos.attrs["config"]) == ATTRS["config"]
+    assert np.isnan(demos.target_offsets).all()  # these episodes were given no offsets
+
+
+def test_file_without_target_offsets_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    with EpisodeWriter(tmp_path / "d.h5", 16, 4, ATTRS, resume=False) as writer:
+        writer.append(fake_episode("lift-red", 3, 5, rng))
+    with h5py.File(tmp_path / "d.h5", "a") as f:
+        del f["target_offsets"]  # the layout of files written before the array existed
+    with EpisodeWriter(tmp_path / "d.h5", 16, 4, ATTRS, resume=True) as writer:
+        writer.append(fake_episode("lift-red", 4, 6, rng))
+    demos = load_demos(tmp_path / "d.h5")
+    assert demos.target_offsets is None
+    assert len(demos.actions) == 11
 
 
 def test_uncommitted_rows_ignored_then_overwritten(tmp_path):
@@ -95,6 +109,11 @@ def test_collect_writes_documented_layout(tmp_path):
     assert demos.images.shape[1:] == (64, 64, 3)
     assert demos.states.shape == (demos.episode_length.sum(), 4)
     assert demos.attrs["env_id"] == "vla_distill/Tabletop-v0"
+    # Reach has no zone; a lift-blue episode starts with the blue cube on the table (centre 2 cm up).
+    assert np.isnan(demos.target_offsets[:, 3:]).all()
+    first_lift = demos.episode_start[2]
+    cube_z = demos.states[first_lift, 2] + demos.target_offsets[first_lift, 2]
+    assert cube_z == pytest.approx(0.02, abs=2e-3)
     with h5py.File(out) as f:
         assert f["images"].compression == "gzip"
         assert f["images"].chunks[0] > 1

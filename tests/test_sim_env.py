@@ -122,6 +122,20 @@ def test_success_rule_reads_simulator_state():
     env.close()
 
 
+def test_target_offsets_on_constructed_positions():
+    env = make("push-red")
+    env.reset(seed=4)
+    inner = env.unwrapped
+    inner.set_object_position("red", [0.05, 0.02, 0.02])
+    inner.set_gripper_position([0.01, -0.03, 0.10])
+    zone = inner.zone_position(inner.zone)
+    expected = [0.04, 0.05, -0.08, zone[0] - 0.05, zone[1] - 0.02]
+    np.testing.assert_allclose(inner.target_offsets(), expected, atol=1e-5)
+    env.reset(seed=4, options={"task": "lift-blue"})
+    assert np.isnan(inner.target_offsets()[3:]).all()
+    env.close()
+
+
 def test_idle_episode_is_truncated_not_terminated():
     env = make("reach-red")
     env.reset(seed=0)

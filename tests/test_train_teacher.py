@@ -3,6 +3,7 @@
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from vla_distill.policies.io import create_policy_from_config, load_policy
 from vla_distill.training import checkpointing, load_train_config, train_teacher
 from vla_distill.training.checkpointing import list_checkpoints
 from vla_distill.training.data import DemoBatches, EpochOrder, split_episodes
-from vla_distill.training.losses import behaviour_cloning_loss, gaussian_bin_targets
+from vla_distill.training.losses import behaviour_cloning_loss, gaussian_bin_targets, target_offset_loss
 from vla_distill.training.metrics import read_metrics
 from vla_distill.training.optimization import lr_factor
 
@@ -31,7 +32,10 @@ def write_demos(path, n_episodes=6, length=12, seed=0):
             actions = np.tile(np.linspace(-0.9, 0.9, 7, dtype=np.float32) * (1 - family), (length, 1))
             actions[:, 0] = np.tanh(5 * states[:, 0])
             images = rng.integers(0, 256, (length, 64, 64, 3), dtype=np.uint8)
-            writer.append(Episode(f"task-{family}", INSTRUCTIONS[family], episode, True, images, states, actions))
+            # Target offsets follow from the state (cube at the origin) and, for family 0, a fixed zone.
+            offsets = np.concatenate([-states[:, :3], np.tile([0.05, -0.05], (length, 1))], axis=1).astype(np.float32)
+            offsets[:, 3:] = np.nan if family else offsets[:, 3:]
+            writer.append(Episode(f"task-{family}", INSTRUCTIONS[family], episode, True, images, states, actions, offsets))
     return path
 
 
@@ -93,6 +97,40 @@ def test_resume_matches_uninterrupted_run(tmp_path, demos_path):
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def test_target_offset_loss_values():
+    predicted = torch.tensor([[1.0, 2.0, 0.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    offsets_m = torch.tensor([[0.1, 0.1, 0.0, float("nan"), float("nan")], [0.0, 0.0, 0.0, 0.05, -0.05]])
+    # Known entries in decimetres: errors 0, 1, 0 in row 1 and 0, 0, 0, -0.5, 0.5 in row 2: 1.5 / 8.
+    predicted.requires_grad_(True)
+    loss = target_offset_loss(predicted, offsets_m)
+    assert float(loss) == pytest.approx(1.5 / 8)
+    loss.backward()
+    assert torch.isfinite(predicted.grad).all()
+    assert predicted.grad[0, 3:].abs().sum() == 0
+
+
+def test_offset_head_lowers_its_loss_and_resumes_exactly(tmp_path, demos_path):
+    config = tiny_config(total_steps=150, checkpoint_every=50, eval_every=50, log_every=10, target_offset_weight=1.0)
+    straight = train_teacher(config, demos_path, tmp_path / "straight")
+    train_teacher(config, demos_path, tmp_path / "resumed", stop_after_step=50)
+    resumed = train_teacher(config, demos_path, tmp_path / "resumed", resume=True)
+    expected = load_file(straight.final_dir / "model.safetensors")
+    actual = load_file(resumed.final_dir / "model.safetensors")
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    rows = read_metrics(straight.run_dir / "metrics.csv")
+    errors = [value for _, name, value in rows if name == "train/target_offset_mse_dm2"]
+    assert errors[-1] < 0.2 * errors[0]
+
+
+def test_offset_weight_needs_offsets_in_the_data(tmp_path):
+    path = write_demos(tmp_path / "old.h5")
+    with h5py.File(path, "a") as f:
+        del f["target_offsets"]
+    with pytest.raises(ValueError, match="no target_offsets"):
+        train_teacher(tiny_config(target_offset_weight=1.0), path, tmp_path / "run")
 
 
 def test_same_seed_gives_same_weights(tmp_path, demos_path):

@@ -39,6 +39,7 @@ class EpisodeRecord:
     images: list = field(default_factory=list)
     states: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    target_offsets: list = field(default_factory=list)
     frames: list = field(default_factory=list)
 
 
@@ -134,7 +135,7 @@ def run_episodes(
 ) -> list[EpisodeRecord]:
     """Run one episode per (task, seed) pair and return the records in the same order.
 
-    ``record_steps`` keeps every observation and action; episodes listed in
+    ``record_steps`` keeps every observation, action and target offset (``TabletopEnv.target_offsets``); episodes listed in
     ``video_episodes`` keep rendered frames for a video.
     """
     episodes = [(str(task), int(seed)) for task, seed in episodes]
@@ -167,11 +168,8 @@ def _drive(envs, policy, episodes, record_steps, video_episodes, on_episode) -> 
         actions = policy.act(envs, obs)
         # A policy may return (executed, label) pairs; the label is what gets recorded.
         actions, labels = actions if isinstance(actions, tuple) else (actions, actions)
-        for i, record in enumerate(active):
-            if record is not None and record_steps:
-                record.images.append(obs["image"][i])
-                record.states.append(obs["state"][i])
-                record.actions.append(labels[i].astype(np.float32))
+        if record_steps:
+            _record_step(envs, active, obs, labels)
         obs, _, terminated, truncated, info = envs.step(actions)
         done = np.zeros(num_envs, dtype=bool)
         for i, record in enumerate(active):
@@ -192,6 +190,17 @@ def _drive(envs, policy, episodes, record_steps, video_episodes, on_episode) -> 
         if done.any() and pending:
             obs = _reset_slots(envs, pending, active, done, obs)
     return [finished[key] for key in episodes]
+
+
+def _record_step(envs, active, obs, labels) -> None:
+    """Append the observation, label and privileged target offsets of each active slot."""
+    offsets = envs.call("target_offsets")
+    for i, record in enumerate(active):
+        if record is not None:
+            record.images.append(obs["image"][i])
+            record.states.append(obs["state"][i])
+            record.actions.append(labels[i].astype(np.float32))
+            record.target_offsets.append(offsets[i])
 
 
 def _reset_slots(envs, pending, active, mask, obs) -> dict:

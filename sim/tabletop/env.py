@@ -19,6 +19,9 @@ from vla_distill.sim.tabletop.tasks import ALL_TASKS, CUBE_HALF_SIZE_M, Task, is
 SCENE_PATH = Path(__file__).parent / "assets" / "tabletop.xml"
 STATE_NAMES = ("ee_x_m", "ee_y_m", "ee_z_m", "gripper_opening_m")
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+# Privileged training targets: the named cube relative to the grasp point, and the named
+# zone relative to that cube (NaN for tasks without a zone). See ``target_offsets``.
+TARGET_OFFSET_NAMES = ("cube_dx_m", "cube_dy_m", "cube_dz_m", "zone_dx_m", "zone_dy_m")
 MAX_INSTRUCTION_CHARS = 64
 GRASP_OFFSET_M = np.array([0.0, 0.0, -0.04])  # grasp site relative to the mocap body
 WORKSPACE_LOW_M = np.array([-0.25, -0.22, 0.02])
@@ -218,6 +221,16 @@ class TabletopEnv(gym.Env):
         """Return the named object's and (push only) the named zone's centres in metres."""
         zone = self.zone_position(self.zone) if self.zone else None
         return self.object_position(self.task.object), zone
+
+    def target_offsets(self) -> np.ndarray:
+        """Return float32 (5,): named cube minus grasp point (x, y, z), named zone minus cube (x, y).
+
+        The zone entries are NaN for reach and lift. Collection records these next to each
+        step so a learner can be given an auxiliary target that says where the named objects are.
+        """
+        cube, zone = self.target_positions()
+        zone_offset = zone[:2] - cube[:2] if zone is not None else np.full(2, np.nan)
+        return np.concatenate([cube - self.grasp_position(), zone_offset]).astype(np.float32)
 
     def expert_action(self, noise_std: float = 0.0) -> np.ndarray:
         """Return the scripted expert's action for the current state, with optional Gaussian noise."""

@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def episode_of(record) -> Episode:
+    """Turn a recorded rollout into an Episode for the writer."""
+    steps = {name: np.stack(getattr(record, name)) for name in ("images", "states", "actions", "target_offsets")}
+    return Episode(record.task, record.instruction, record.seed, record.success, **steps)
+
+
 def collect_into(out: Path, args: argparse.Namespace, tasks: list[str], attrs: dict):
     """Run the episodes that ``out`` lacks and append each one; return the new records and the total."""
     with EpisodeWriter(out, args.image_size, len(STATE_NAMES), attrs, resume=args.resume) as writer:
@@ -116,7 +122,7 @@ def collect_into(out: Path, args: argparse.Namespace, tasks: list[str], attrs: d
         bar = progress_bar(len(todo), "collect")
 
         def save(record):
-            writer.append(Episode(record.task, record.instruction, record.seed, record.success, np.stack(record.images), np.stack(record.states), np.stack(record.actions)))
+            writer.append(episode_of(record))
             bar.update(1)
             logger.debug("saved episode %s seed %d (%d steps)", record.task, record.seed, record.steps)
 

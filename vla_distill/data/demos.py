@@ -7,6 +7,8 @@ Layout (one flat array per quantity, as in LeRobot datasets; N steps, E episodes
 | images                 | uint8 (N, H, W, 3)    | front camera, chunked per 16 frames, gzip     |
 | states                 | float32 (N, S)        | proprioceptive state (see ``state_names``)    |
 | actions                | float32 (N, 7)        | action taken after observing the step         |
+| target_offsets         | float32 (N, 5)        | named cube minus grasp point (x, y, z) and    |
+|                        |                       | named zone minus cube (x, y; NaN without one) |
 | episode_index          | int64 (N,)            | episode each step belongs to                  |
 | episode_task           | str (E,)              | task name, e.g. ``lift-red``                  |
 | episode_instruction    | str (E,)              | instruction shown to the policy               |
@@ -17,7 +19,8 @@ Layout (one flat array per quantity, as in LeRobot datasets; N steps, E episodes
 
 Root attributes: ``format``, ``format_version``, ``env_id``, ``vla_distill_version``,
 ``config`` (JSON of the collection settings), ``state_names``, ``action_names`` (JSON lists),
-and the commit counters ``n_episodes`` and ``n_steps``. A step is stored with the
+and the commit counters ``n_episodes`` and ``n_steps``. Files written before ``target_offsets``
+existed lack that array; they load with ``target_offsets = None``. A step is stored with the
 observation it acted on; the reset observation of a following episode is never a step.
 
 Episodes are appended whole: the arrays are extended, written and flushed, and only then
@@ -41,6 +44,8 @@ FORMAT = "vla-distill-episodes"
 FORMAT_VERSION = 1
 IMAGE_CHUNK_FRAMES = 16
 STRING_DTYPE = h5py.string_dtype("utf-8")
+TARGET_OFFSETS = "target_offsets"
+TARGET_OFFSET_DIM = 5
 EPISODE_FIELDS = {
     "episode_task": STRING_DTYPE,
     "episode_instruction": STRING_DTYPE,
@@ -62,6 +67,7 @@ class Episode:
     images: np.ndarray  # uint8 (T, H, W, 3)
     states: np.ndarray  # float32 (T, S)
     actions: np.ndarray  # float32 (T, 7)
+    target_offsets: np.ndarray | None = None  # float32 (T, 5); NaN rows when unknown
 
     @property
     def length(self) -> int:
@@ -83,6 +89,7 @@ class Demos:
     episode_length: np.ndarray
     episode_start: np.ndarray
     attrs: dict = field(default_factory=dict)
+    target_offsets: np.ndarray | None = None
 
     @property
     def n_episodes(self) -> int:
@@ -125,7 +132,11 @@ class EpisodeWriter:
         f = self.file
         n_steps, n_episodes = int(f.attrs["n_steps"]), int(f.attrs["n_episodes"])
         end = n_steps + episode.length
-        for name, values in (("images", episode.images), ("states", episode.states), ("actions", episode.actions)):
+        arrays = {"images": episode.images, "states": episode.states, "actions": episode.actions}
+        if TARGET_OFFSETS in f:
+            unknown = np.full((episode.length, TARGET_OFFSET_DIM), np.nan, dtype=np.float32)
+            arrays[TARGET_OFFSETS] = unknown if episode.target_offsets is None else episode.target_offsets
+        for name, values in arrays.items():
             f[name].resize(end, axis=0)
             f[name][n_steps:end] = values
         f["episode_index"].resize(end, axis=0)
@@ -169,6 +180,9 @@ def _create_layout(f: h5py.File, image_size: int, state_dim: int, attrs: dict) -
     )
     f.create_dataset("states", shape=(0, state_dim), maxshape=(None, state_dim), dtype=np.float32, chunks=True)
     f.create_dataset("actions", shape=(0, 7), maxshape=(None, 7), dtype=np.float32, chunks=True)
+    f.create_dataset(
+        TARGET_OFFSETS, shape=(0, TARGET_OFFSET_DIM), maxshape=(None, TARGET_OFFSET_DIM), dtype=np.float32, chunks=True
+    )
     f.create_dataset("episode_index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=True)
     for name, dtype in EPISODE_FIELDS.items():
         f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=True)
@@ -227,6 +241,7 @@ def load_demos(path: str | Path) -> Demos:
             episode_length=f["episode_length"][:n_episodes],
             episode_start=f["episode_start"][:n_episodes],
             attrs={key: _attr_value(value) for key, value in f.attrs.items()},
+            target_offsets=f[TARGET_OFFSETS][:n_steps] if TARGET_OFFSETS in f else None,
         )
 
 

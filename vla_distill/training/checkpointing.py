@@ -86,9 +86,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_training_checkpoint(
-    folder: Path, step: int, model, optimizer, scheduler, train_config: dict[str, Any]
+    folder: Path, step: int, model, optimizer, scheduler, train_config: dict[str, Any], extra_state: dict | None = None
 ) -> Path:
-    """Write the training state after ``step`` optimizer steps and return the file path."""
+    """Write the training state after ``step`` optimizer steps and return the file path.
+
+    ``extra_state`` contains further state dicts by name, such as the weights of an auxiliary head.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
         "step": step,
@@ -97,6 +100,7 @@ def save_training_checkpoint(
         "scheduler": scheduler.state_dict(),
         "rng": capture_rng_state(),
         "train_config": train_config,
+        **(extra_state or {}),
     }
     path = checkpoint_path(folder, step)
     atomic_torch_save(payload, path)

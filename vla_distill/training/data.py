@@ -102,11 +102,24 @@ class DemoBatches:
         }
         return batch, self.action_bins[torch.from_numpy(steps)]
 
+    def train_rows(self, order: EpochOrder, step: int) -> np.ndarray:
+        """Return the dataset rows of training step ``step``."""
+        return self.train_steps[order.indices(step)]
+
     def train_batch(self, order: EpochOrder, step: int, max_shift: int):
         """Return the (batch, target bins) of training step ``step``, augmented when max_shift > 0."""
-        steps = self.train_steps[order.indices(step)]
+        steps = self.train_rows(order, step)
         rng = np.random.default_rng([self.seed, AUGMENT_STREAM, step])
         return self.batch(steps, random_shift(self.demos.images[steps], max_shift, rng))
+
+    def target_offsets(self, rows: np.ndarray) -> torch.Tensor:
+        """Return the recorded target offsets (B, 5) in metres of dataset rows ``rows``."""
+        if self.demos.target_offsets is None:
+            raise ValueError(
+                "these demonstrations have no target_offsets; collect them again with this version "
+                "of `vla-distill collect`, or set target_offset_weight to 0"
+            )
+        return torch.from_numpy(np.ascontiguousarray(self.demos.target_offsets[rows], dtype=np.float32))
 
     def val_subset(self, max_samples: int) -> np.ndarray:
         """Return up to ``max_samples`` validation rows, a fixed random subset in dataset order."""

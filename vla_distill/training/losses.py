@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+METRES_TO_DECIMETRES = 10.0
+
 
 def gaussian_bin_targets(target_bins: torch.Tensor, n_bins: int, sigma_bins: float) -> torch.Tensor:
     """Return target distributions (..., n_bins) of a Gaussian with std ``sigma_bins`` around each bin.
@@ -41,3 +43,16 @@ def behaviour_cloning_loss(
 def bin_accuracy(logits: torch.Tensor, target_bins: torch.Tensor) -> torch.Tensor:
     """Return the fraction of samples whose highest-scoring bin is the expert bin, per dimension (action_dim,)."""
     return (logits.argmax(dim=-1) == target_bins).float().mean(dim=0)
+
+
+def target_offset_loss(predicted: torch.Tensor, offsets_m: torch.Tensor) -> torch.Tensor:
+    """Return the mean squared error, in decimetres, over the finite entries of ``offsets_m``.
+
+    ``predicted`` (B, K) is in decimetres, ``offsets_m`` (B, K) in metres with NaN where an
+    offset does not exist (the zone of a reach or lift task); those entries add nothing.
+    """
+    known = torch.isfinite(offsets_m)
+    if not known.any():
+        return predicted.sum() * 0.0
+    error = predicted.float()[known] - METRES_TO_DECIMETRES * offsets_m[known]
+    return (error**2).mean()

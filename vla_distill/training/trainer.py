@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from vla_distill.policies.io import create_policy_from_config, save_policy
-from vla_distill.data.demos import open_episodes
+from vla_distill.data.demos import TARGET_OFFSET_DIM, open_episodes
 from vla_distill.training.checkpointing import (
     atomic_write_text,
     list_checkpoints,
@@ -41,7 +41,7 @@ from vla_distill.training.checkpointing import (
 )
 from vla_distill.training.config import TrainConfig
 from vla_distill.training.data import DemoBatches, EpochOrder, load_training_demos
-from vla_distill.training.losses import behaviour_cloning_loss, bin_accuracy
+from vla_distill.training.losses import METRES_TO_DECIMETRES, behaviour_cloning_loss, bin_accuracy, target_offset_loss
 from vla_distill.training.metrics import MetricsLogger
 from vla_distill.training.optimization import build_optimizer, build_scheduler
 from vla_distill.training.provenance import SOURCE_FILE, TRAIN_CONFIG_FILE, build_source_record, file_sha256
@@ -49,6 +49,8 @@ from vla_distill.training.provenance import SOURCE_FILE, TRAIN_CONFIG_FILE, buil
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+OFFSET_FEATURE = "fused"
+OFFSET_HEAD_STATE = "offset_head"
 FINAL_DIR = "final"
 
 
@@ -181,7 +183,9 @@ class Trainer:
             demos, self.model.processor, model_config.action_tokenizer(), config.val_fraction, config.seed
         )
         self.order = EpochOrder(len(self.data.train_steps), config.batch_size, config.seed)
-        self.optimizer = build_optimizer(self.model, config)
+        self.offset_head = self.build_offset_head()
+        trained = self.model if self.offset_head is None else torch.nn.ModuleList([self.model, self.offset_head])
+        self.optimizer = build_optimizer(trained, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
         if checkpoint is not None:
@@ -193,9 +197,18 @@ class Trainer:
             model_config.preset, self.model.num_parameters(), config.total_steps,
         )
 
+    def build_offset_head(self) -> torch.nn.Linear | None:
+        """Return the auxiliary target-offset head, or None when its loss weight is 0."""
+        if self.config.target_offset_weight == 0:
+            return None
+        self.data.target_offsets(self.data.train_steps[:1])  # raises early when the data lacks offsets
+        return torch.nn.Linear(self.model.config.hidden_size, TARGET_OFFSET_DIM)
+
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Load model, optimizer, scheduler, RNG states and step from a training checkpoint."""
         self.model.load_state_dict(checkpoint["model"], strict=True)
+        if self.offset_head is not None:
+            self.offset_head.load_state_dict(checkpoint[OFFSET_HEAD_STATE])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_state(checkpoint["rng"])
@@ -225,10 +238,15 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """Run one optimizer step on the batch of the current step and return its scalars."""
         batch, targets = self.data.train_batch(self.order, self.step, self.config.augment_shift_px)
-        logits = self.model(batch).action_logits
+        output = self.model(batch)
         loss, terms = behaviour_cloning_loss(
-            logits, targets, self.config.label_smoothing, self.config.label_sigma_bins
+            output.action_logits, targets, self.config.label_smoothing, self.config.label_sigma_bins
         )
+        if self.offset_head is not None:
+            offsets = self.data.target_offsets(self.data.train_rows(self.order, self.step))
+            offset_loss = target_offset_loss(self.offset_head(output.features[OFFSET_FEATURE]), offsets)
+            loss = loss + self.config.target_offset_weight * offset_loss
+            terms["target_offset_mse_dm2"] = float(offset_loss.detach())
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,8 +276,9 @@ class Trainer:
             self.log_validation()
         if self.step % self.config.checkpoint_every == 0 or at_end:
             folder = self.run_dir / CHECKPOINT_DIR
+            extra = None if self.offset_head is None else {OFFSET_HEAD_STATE: self.offset_head.state_dict()}
             save_training_checkpoint(
-                folder, self.step, self.model, self.optimizer, self.scheduler, self.config.to_dict()
+                folder, self.step, self.model, self.optimizer, self.scheduler, self.config.to_dict(), extra
             )
             prune_checkpoints(folder, self.config.keep_last_checkpoints)
 
@@ -270,12 +289,16 @@ class Trainer:
         rows = self.data.val_subset(self.config.eval_max_samples)
         loss_sum, correct = 0.0, torch.zeros(self.model.config.action_dim)
         abs_error = torch.zeros(self.model.config.action_dim)
+        offset_error_cm = torch.zeros(2)  # summed absolute error, number of known entries
         tokenizer = self.model.config.action_tokenizer()
         for start in range(0, len(rows), self.config.batch_size):
             chunk = rows[start : start + self.config.batch_size]
             batch, targets = self.data.batch(chunk)
-            logits = self.model(batch).action_logits
+            output = self.model(batch)
+            logits = output.action_logits
             loss, _ = behaviour_cloning_loss(logits, targets)
+            if self.offset_head is not None:
+                offset_error_cm += self.offset_error_cm(output.features[OFFSET_FEATURE], chunk)
             loss_sum += float(loss) * len(chunk)
             correct += bin_accuracy(logits, targets) * len(chunk)
             abs_error += (tokenizer.decode(logits.argmax(dim=-1)) - tokenizer.decode(targets)).abs().sum(dim=0)
@@ -289,7 +312,17 @@ class Trainer:
         }
         for name, value in zip(self.model.config.action_names, accuracy.tolist()):
             values[f"val/accuracy_{name}"] = value
+        if self.offset_head is not None:
+            values["val/target_offset_mae_cm"] = float(offset_error_cm[0] / offset_error_cm[1].clamp(min=1))
         return values
+
+    def offset_error_cm(self, features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Return (summed absolute error in cm, number of known entries) of the offset head on ``rows``."""
+        offsets = self.data.target_offsets(rows)
+        known = torch.isfinite(offsets)
+        predicted_m = self.offset_head(features) / METRES_TO_DECIMETRES
+        error = (predicted_m[known] - offsets[known]).abs().sum() * 100.0
+        return torch.stack([error, known.sum().float()])
 
     def log_validation(self) -> None:
         """Validate, record the metrics and log one line."""
