@@ -566,6 +566,29 @@ def test_zero_weight_terms_not_computed():
     )
 
 
+def test_offset_term_needs_a_head():
+    with pytest.raises(ValueError, match="no offset head"):
+        DistillationLoss(DistillLossConfig(target_offset_weight=1.0))
+
+
+def test_offset_term_added_to_total():
+    config = DistillLossConfig(kd_loss_weight=1.0, target_offset_weight=2.0)
+    head = nn.Linear(3, 5)
+    loss_fn = DistillationLoss(config, offset_head=head)
+    student = _policy_outputs(2, 4, seed=0)
+    student["features"]["trunk"] = torch.randn(2, 3)
+    teacher = _policy_outputs(2, 4, seed=1)
+    offsets = torch.tensor([[0.1, 0.0, -0.1, float("nan"), float("nan")], [0.0, 0.1, 0.0, 0.05, 0.05]])
+
+    total, loss_dict = loss_fn(student, teacher, target_offsets=offsets)
+
+    predicted = head(student["features"]["trunk"])
+    known = torch.isfinite(offsets)
+    expected = ((predicted[known] - 10 * offsets[known]) ** 2).mean()
+    assert loss_dict["offset"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert total.item() == pytest.approx(loss_dict["kd"].item() + 2.0 * expected.item(), rel=1e-6)
+
+
 def test_total_is_weighted_sum_of_terms():
     torch.manual_seed(0)
     student = _policy_outputs(4, width=6, seed=10)

@@ -21,12 +21,10 @@ from vla_distill.distill import collection
 from vla_distill.distill.collection import demonstration_steps
 from vla_distill.distill.config import ROUND_SEED_STRIDE, load_distill_config
 from vla_distill.distill.labels import LabelledRound, LabelStore, label_file_path, label_steps, teacher_label_key
-from vla_distill.distill.pipeline import distill, dry_run, load_frozen_teacher
+from vla_distill.distill.pipeline import build_student_and_heads, distill, dry_run, load_frozen_teacher
 from vla_distill.distill.run_logs import METRIC_COLUMNS, ROUND_COLUMNS, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
-from vla_distill.distill.adapter import build_adapter
 from vla_distill.policies import checkpoint_hash, create_policy, load_policy, save_policy
-from vla_distill.policies.io import create_policy_from_config
 
 TASKS = ("reach-red", "lift-blue")
 ROUNDS = 1
@@ -161,11 +159,10 @@ def test_one_step_updates_adapter_not_teacher(teacher_dir, demos_path, tmp_path)
     store.close()
 
     config = preset_config()
-    torch.manual_seed(0)
-    student = create_policy_from_config(config.student_config())
-    adapter = build_adapter(dry_run(student).features, dry_run(teacher).features)
+    student, adapter, offset_head = build_student_and_heads(config, dry_run(teacher))
     adapter_before = {name: tensor.clone() for name, tensor in adapter.state_dict().items()}
-    trainer = DistillTrainer(config, student, adapter)
+    head_before = {name: tensor.clone() for name, tensor in offset_head.state_dict().items()}
+    trainer = DistillTrainer(config, student, adapter, offset_head)
     data = LabelBatches(labels, student.processor, student.config.action_tokenizer(), 8, 0, 0)
     scalars = trainer.train_step(data.train_batch(0, 0, 0))
 
@@ -173,6 +170,9 @@ def test_one_step_updates_adapter_not_teacher(teacher_dir, demos_path, tmp_path)
     assert scalars["hard"] > 0  # demonstration rows have expert actions
     for name, tensor in adapter.state_dict().items():
         assert not torch.equal(tensor, adapter_before[name]), f"adapter {name} did not change"
+    assert scalars["offset"] > 0  # demonstration rows have target offsets
+    for name, tensor in offset_head.state_dict().items():
+        assert not torch.equal(tensor, head_before[name]), f"offset head {name} did not change"
     assert not teacher.training
     for name, parameter in teacher.named_parameters():
         assert not parameter.requires_grad

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_distill.distill.config import DistillConfig
+from vla_distill.data.demos import TARGET_OFFSET_DIM
 from vla_distill.distill.labels import CollectedSteps, LabelledRound, label_steps
 from vla_distill.rollout import EpisodeRecord, ObservationPolicy, run_episodes
 from vla_distill.training.data import load_training_demos
@@ -101,11 +102,15 @@ def demonstration_steps(path: Path, policy_config) -> CollectedSteps:
     """Return every committed step of a demonstration file with its expert action."""
     demos = load_training_demos(path, policy_config)
     logger.info("round 0: %d steps of %d episodes from %s", len(demos.actions), demos.n_episodes, path)
+    offsets = demos.target_offsets
+    if offsets is None:
+        offsets = np.full((len(demos.actions), TARGET_OFFSET_DIM), np.nan, dtype=np.float32)
     return CollectedSteps(
         images=demos.images,
         states=demos.states.astype(np.float32),
         expert_actions=demos.actions.astype(np.float32),
         has_expert=np.ones(len(demos.actions), dtype=bool),
+        target_offsets=offsets.astype(np.float32),
         episode_index=demos.episode_index.astype(np.int64),
         episode_task=list(demos.episode_task),
         episode_instruction=list(demos.episode_instruction),
@@ -145,6 +150,7 @@ def steps_from_records(records: list[EpisodeRecord], action_dim: int) -> Collect
         states=states,
         expert_actions=np.zeros((len(images), action_dim), dtype=np.float32),
         has_expert=np.zeros(len(images), dtype=bool),
+        target_offsets=np.concatenate([np.stack(record.target_offsets) for record in records]).astype(np.float32),
         episode_index=np.repeat(np.arange(len(records), dtype=np.int64), lengths),
         episode_task=[record.task for record in records],
         episode_instruction=[record.instruction for record in records],

@@ -271,7 +271,7 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
         "log_every": 2,
         "checkpoint_every": 3,
         "keep_last_checkpoints": 0,
-        "loss": {"relation_loss_weight": 0.1},
+        "loss": {"relation_loss_weight": 0.1, "target_offset_weight": 0.5},
     },
 }
 

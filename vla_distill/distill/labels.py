@@ -9,6 +9,7 @@ D teacher feature width):
 | states             | float32 (N, S)         | proprioceptive state                           |
 | expert_actions     | float32 (N, A)         | expert action, zeros where has_expert is False |
 | has_expert         | bool (N,)              | whether the step has an expert action          |
+| target_offsets     | float32 (N, 5)         | named cube and zone offsets, NaN where unknown |
 | teacher_logits     | float16 (N, A, K)      | teacher action logits on the unshifted image   |
 | teacher_features   | float16 (N, D)         | teacher ``features["visual"]``                 |
 | round              | int64 (N,)             | collection round of the step (0 = offline)     |
@@ -38,13 +39,13 @@ import h5py
 import numpy as np
 import torch
 
-from vla_distill.data.demos import IMAGE_CHUNK_FRAMES, STRING_DTYPE
+from vla_distill.data.demos import IMAGE_CHUNK_FRAMES, STRING_DTYPE, TARGET_OFFSET_DIM
 from vla_distill.policies.io import checkpoint_hash
 
 logger = logging.getLogger(__name__)
 
 LABEL_FORMAT = "vla-distill-teacher-labels"
-LABEL_FORMAT_VERSION = 1
+LABEL_FORMAT_VERSION = 2
 # Rows per HDF5 chunk of the other per-step fields, so a chunk always contains whole rows.
 ROW_CHUNK_ROWS = 256
 EPISODE_FIELDS = {
@@ -115,6 +116,7 @@ class CollectedSteps:
     states: np.ndarray  # float32 (N, S)
     expert_actions: np.ndarray  # float32 (N, A), zeros where has_expert is False
     has_expert: np.ndarray  # bool (N,)
+    target_offsets: np.ndarray  # float32 (N, 5), NaN where unknown (see TabletopEnv.target_offsets)
     episode_index: np.ndarray  # int64 (N,), 0-based within the round
     episode_task: list[str]
     episode_instruction: list[str]
@@ -148,6 +150,7 @@ class LabelSet:
     states: np.ndarray
     expert_actions: np.ndarray
     has_expert: np.ndarray
+    target_offsets: np.ndarray
     teacher_logits: np.ndarray
     teacher_features: np.ndarray
     round: np.ndarray
@@ -195,6 +198,7 @@ class LabelStore:
             "states": steps.states,
             "expert_actions": steps.expert_actions,
             "has_expert": steps.has_expert,
+            "target_offsets": steps.target_offsets,
             "teacher_logits": labelled.teacher_logits,
             "teacher_features": labelled.teacher_features,
             "round": np.full(steps.n_rows, labelled.round_index, dtype=np.int64),
@@ -233,6 +237,7 @@ class LabelStore:
             states=f["states"][:end],
             expert_actions=f["expert_actions"][:end],
             has_expert=f["has_expert"][:end],
+            target_offsets=f["target_offsets"][:end],
             teacher_logits=f["teacher_logits"][:end],
             teacher_features=f["teacher_features"][:end],
             round=rounds[:end],
@@ -253,6 +258,13 @@ def _open_labels(path: Path, teacher_key: str) -> h5py.File:
     if f.attrs.get("format") != LABEL_FORMAT:
         f.close()
         raise ValueError(f"{path} is not a vla-distill label file (format attribute {LABEL_FORMAT!r} missing)")
+    if f.attrs.get("format_version") != LABEL_FORMAT_VERSION:
+        version = f.attrs.get("format_version")
+        f.close()
+        raise ValueError(
+            f"{path} has label format version {version}, expected {LABEL_FORMAT_VERSION}; "
+            "delete the file to label again or use another output folder"
+        )
     stored = f.attrs.get("teacher_key")
     if stored != teacher_key:
         f.close()
@@ -270,11 +282,13 @@ def _create_layout(f: h5py.File, shapes: dict[str, tuple], attrs: dict) -> None:
         "states": np.float32,
         "expert_actions": np.float32,
         "has_expert": np.bool_,
+        "target_offsets": np.float32,
         "teacher_logits": np.float16,
         "teacher_features": np.float16,
         "round": np.int64,
         "episode_index": np.int64,
     }
+    shapes = {"target_offsets": (TARGET_OFFSET_DIM,), **shapes}
     for name, dtype in dtypes.items():
         row_shape = shapes.get(name, ())
         options = {"chunks": (ROW_CHUNK_ROWS, *row_shape)}

@@ -20,6 +20,8 @@ Terms:
 - ``relation``: relational KD over the batch (RKD distance and angle terms, or
   similarity-preserving Gram matrices).
 - ``hard``: cross-entropy to expert action bins and/or to the teacher's argmax bins.
+- ``offset``: mean squared error of an offset head on the student's ``trunk`` features against
+  the recorded target offsets (``vla_distill.training.losses.target_offset_loss``).
 
 ``DistillationLoss`` returns ``total = sum_i weight_i * term_i`` over the terms whose weight in
 ``DistillLossConfig`` is positive.
@@ -38,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_distill.training.losses import target_offset_loss
+
 logger = logging.getLogger(__name__)
 
 LossDict = dict[str, torch.Tensor]
@@ -46,6 +50,7 @@ KL_DIRECTIONS = ("forward", "reverse", "jsd")
 FEATURE_LOSS_KINDS = ("mse", "cosine")
 RELATION_KINDS = ("distance", "angle", "distance_angle", "similarity")
 HARD_LABEL_TARGETS = ("expert", "teacher", "both")
+OFFSET_FEATURE = "trunk"
 
 # Squared norms and distances at or below this value are treated as zero. Such a pair gets a
 # zero distance or unit vector with a zero gradient, because d sqrt(x)/dx is infinite at x = 0.
@@ -83,6 +88,9 @@ class DistillLossConfig:
     """Weight of the cross-entropy term ``hard``, where 0 skips the term."""
     hard_label_target: str = "expert"
     """Targets of the hard-label term: 'expert' action bins, 'teacher' argmax bins, or 'both'."""
+    target_offset_weight: float = 0.0
+    """Weight of the auxiliary term ``offset``, where 0 skips it: a linear head on the student's
+    ``trunk`` features predicts where the named cube and zone are (the data's target offsets)."""
 
     def __post_init__(self) -> None:
         _check_positive("temperature", self.temperature)
@@ -92,6 +100,7 @@ class DistillLossConfig:
             "relation_loss_weight",
             "relation_angle_weight",
             "hard_label_weight",
+            "target_offset_weight",
         ):
             _check_non_negative(name, getattr(self, name))
         _check_choice("kl_direction", self.kl_direction, KL_DIRECTIONS)
@@ -101,8 +110,8 @@ class DistillLossConfig:
         _check_open_unit_interval("jsd_beta", self.jsd_beta)
         if not any(weight > 0 for weight in self.term_weights().values()):
             raise ValueError(
-                "all loss weights are 0 (kd_loss_weight, feature_loss_weight, "
-                "relation_loss_weight, hard_label_weight). Set at least one of them above 0"
+                "all loss weights are 0 (kd_loss_weight, feature_loss_weight, relation_loss_weight, "
+                "hard_label_weight, target_offset_weight). Set at least one of them above 0"
             )
 
     def term_weights(self) -> dict[str, float]:
@@ -112,6 +121,7 @@ class DistillLossConfig:
             "feature": self.feature_loss_weight,
             "relation": self.relation_loss_weight,
             "hard": self.hard_label_weight,
+            "offset": self.target_offset_weight,
         }
 
 
@@ -624,15 +634,23 @@ class DistillationLoss(nn.Module):
     """Weighted sum of the distillation terms that ``DistillLossConfig`` enables.
 
     ``total = kd_loss_weight * kd + feature_loss_weight * feature
-    + relation_loss_weight * relation + hard_label_weight * hard``.
+    + relation_loss_weight * relation + hard_label_weight * hard + target_offset_weight * offset``.
 
     A term with weight 0 is not computed, and its key is absent from loss_dict. The module owns
-    the feature adapter, so ``DistillationLoss.parameters()`` are the adapter parameters that
-    the trainer adds to the optimizer. The adapter is not part of the exported student.
+    the feature adapter and the offset head, so ``DistillationLoss.parameters()`` are the
+    parameters that the trainer adds to the optimizer. Neither is part of the exported student.
     """
 
-    def __init__(self, config: DistillLossConfig, adapter: nn.Module | None = None) -> None:
+    def __init__(
+        self, config: DistillLossConfig, adapter: nn.Module | None = None, offset_head: nn.Module | None = None
+    ) -> None:
         super().__init__()
+        if config.target_offset_weight > 0 and offset_head is None:
+            raise ValueError(
+                f"target_offset_weight is {config.target_offset_weight} but no offset head was given. "
+                "Pass a linear layer from the student's trunk features to 5 offsets or set target_offset_weight=0"
+            )
+        self.offset_head = offset_head
         if config.feature_loss_weight > 0 and adapter is None:
             raise ValueError(
                 f"feature_loss_weight is {config.feature_loss_weight} but no adapter was given. "
@@ -651,6 +669,7 @@ class DistillationLoss(nn.Module):
         expert_actions: torch.Tensor | None = None,
         has_expert: torch.Tensor | None = None,
         valid_mask: torch.Tensor | None = None,
+        target_offsets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LossDict]:
         """Compute the total loss and the detached value of every computed term.
 
@@ -663,6 +682,7 @@ class DistillationLoss(nn.Module):
             expert_actions: int64 expert action bins of shape ``action_logits.shape[:-1]``.
             has_expert: bool tensor of shape (B,), True for samples with expert actions.
             valid_mask: bool mask of shape ``action_logits.shape[:-1]`` or a prefix of it.
+            target_offsets: float32 (B, 5) offsets in metres, NaN where unknown, for the offset term.
 
         Returns:
             ``(total, loss_dict)``. loss_dict contains the unweighted terms ``kd``, ``feature``,
@@ -672,6 +692,9 @@ class DistillationLoss(nn.Module):
         terms, loss_dict = self._compute_terms(
             student_outputs, teacher_outputs, expert_actions, has_expert, valid_mask
         )
+        if self.config.target_offset_weight > 0:
+            terms["offset"] = self._offset_term(student_outputs, target_offsets)
+            loss_dict["offset"] = terms["offset"].detach()
         weights = self.config.term_weights()
         total = sum(weights[name] * value for name, value in terms.items())
         loss_dict["total"] = total.detach()
@@ -707,6 +730,17 @@ class DistillationLoss(nn.Module):
                 ),
             )
         return terms, loss_dict
+
+    def _offset_term(self, student_outputs: Any, target_offsets: torch.Tensor | None) -> torch.Tensor:
+        features = _output_field(student_outputs, "features")
+        trunk = features.get(OFFSET_FEATURE) if isinstance(features, Mapping) else None
+        if trunk is None or target_offsets is None:
+            raise ValueError(
+                f"the offset term needs the student's features[{OFFSET_FEATURE!r}] and target_offsets; "
+                "set target_offset_weight=0 for a student or data without them"
+            )
+        with _autocast_disabled(trunk):
+            return target_offset_loss(self.offset_head(trunk.float()), target_offsets.float())
 
     def _soft_label_term(
         self, student_outputs: Any, teacher_outputs: Any, valid_mask: torch.Tensor | None

@@ -31,16 +31,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from vla_distill.distill.adapter import build_adapter
 from vla_distill.distill.collection import collect_round
 from vla_distill.distill.config import DistillConfig, load_distill_config
+from vla_distill.distill.losses import OFFSET_FEATURE
 from vla_distill.distill.labels import LabelStore, label_file_path, teacher_label_key
 from vla_distill.distill.run_logs import ROUNDS_FILE, RunLogs, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
 from vla_distill.evaluation import evaluate, summarize
-from vla_distill.data.demos import open_episodes
+from vla_distill.data.demos import TARGET_OFFSET_DIM, open_episodes
 from vla_distill.policies.contract import VISUAL_FEATURES
 from vla_distill.policies.io import (
     SOURCE_FILE,
@@ -151,8 +153,8 @@ class DistillRun:
         checkpoint = prepare_run_dir(out_dir, config, teacher, self.teacher_key, demos_path, resume, command)
 
         teacher_outputs = dry_run(self.teacher)
-        self.student, adapter = build_student_and_adapter(config, teacher_outputs)
-        self.trainer = DistillTrainer(config, self.student, adapter)
+        self.student, adapter, offset_head = build_student_and_heads(config, teacher_outputs)
+        self.trainer = DistillTrainer(config, self.student, adapter, offset_head)
         self.round, self.phase, self.finished_rounds = 0, COLLECT, 0
         self.round_time_offset_s, self.round_started = 0.0, time.perf_counter()
         if checkpoint is not None:
@@ -325,14 +327,23 @@ def load_frozen_teacher(teacher: str | Path):
     return model
 
 
-def build_student_and_adapter(config: DistillConfig, teacher_outputs):
-    """Seed the global generators, then create the student and, for the feature term, the adapter."""
+def build_student_and_heads(config: DistillConfig, teacher_outputs):
+    """Seed the global generators, then create the student, the adapter of the feature term
+    and the head of the offset term (None when their term's weight is 0)."""
     seed_everything(config.seed)
     student = create_policy_from_config(config.student_config())
-    adapter = None
+    student_features = dry_run(student).features
+    adapter, offset_head = None, None
     if config.loss.feature_loss_weight > 0:
-        adapter = build_adapter(dry_run(student).features, teacher_outputs.features)
-    return student, adapter
+        adapter = build_adapter(student_features, teacher_outputs.features)
+    if config.loss.target_offset_weight > 0:
+        if OFFSET_FEATURE not in student_features:
+            raise ValueError(
+                f"the offset term reads the student's features[{OFFSET_FEATURE!r}], which this student does not "
+                "return; set loss.target_offset_weight to 0"
+            )
+        offset_head = nn.Linear(student_features[OFFSET_FEATURE].shape[-1], TARGET_OFFSET_DIM)
+    return student, adapter, offset_head
 
 
 @torch.no_grad()

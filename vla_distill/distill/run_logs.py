@@ -21,7 +21,7 @@ from vla_distill.training.checkpointing import atomic_write_text
 METRICS_FILE = "metrics.csv"
 ROUNDS_FILE = "rounds.csv"
 TENSORBOARD_DIR = "tb"
-LOSS_TERMS = ("kd", "feature", "relation", "hard", "total")
+LOSS_TERMS = ("kd", "feature", "relation", "hard", "offset", "total")
 METRIC_COLUMNS = (
     "step",
     "round",

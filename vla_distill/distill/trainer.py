@@ -47,6 +47,8 @@ class TrainingBatch:
     """int64 (B, A) expert action bins. Rows without an expert action contain placeholders."""
     has_expert: torch.Tensor
     """bool (B,), True for rows with an expert action."""
+    target_offsets: torch.Tensor
+    """float32 (B, 5) named cube and zone offsets in metres, NaN where unknown."""
 
 
 class LabelBatches:
@@ -80,7 +82,13 @@ class LabelBatches:
             "features": {VISUAL_FEATURES: torch.from_numpy(labels.teacher_features[rows]).float()},
         }
         row_index = torch.from_numpy(rows)
-        return TrainingBatch(inputs, teacher_outputs, self.expert_bins[row_index], torch.from_numpy(labels.has_expert[rows]))
+        return TrainingBatch(
+            inputs,
+            teacher_outputs,
+            self.expert_bins[row_index],
+            torch.from_numpy(labels.has_expert[rows]),
+            torch.from_numpy(labels.target_offsets[rows]),
+        )
 
     def train_batch(self, round_step: int, global_step: int, max_shift: int) -> TrainingBatch:
         """Return the batch of step ``round_step`` of the round, shifted when ``max_shift`` > 0."""
@@ -90,15 +98,18 @@ class LabelBatches:
 
 
 class DistillTrainer:
-    """Student, feature adapter, loss, AdamW and the warm-up plus cosine schedule over all rounds."""
+    """Student, feature adapter, offset head, loss, AdamW and the warm-up plus cosine schedule over all rounds."""
 
-    def __init__(self, config: DistillConfig, student: nn.Module, adapter: nn.Module | None) -> None:
+    def __init__(
+        self, config: DistillConfig, student: nn.Module, adapter: nn.Module | None, offset_head: nn.Module | None = None
+    ) -> None:
         self.config = config
         self.student = student
         self.adapter = adapter
-        self.loss_fn = DistillationLoss(config.loss, adapter)
-        trained = {"student": student} if adapter is None else {"student": student, "adapter": adapter}
-        self.trained = nn.ModuleDict(trained)
+        self.offset_head = offset_head
+        self.loss_fn = DistillationLoss(config.loss, adapter, offset_head)
+        trained = {"student": student, "adapter": adapter, "offset_head": offset_head}
+        self.trained = nn.ModuleDict({name: module for name, module in trained.items() if module is not None})
         self.optimizer = build_optimizer(self.trained, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
@@ -108,7 +119,11 @@ class DistillTrainer:
         self.student.train()
         outputs = self.student(batch.inputs)
         loss, loss_dict = self.loss_fn(
-            outputs, batch.teacher_outputs, expert_actions=batch.expert_actions, has_expert=batch.has_expert
+            outputs,
+            batch.teacher_outputs,
+            expert_actions=batch.expert_actions,
+            has_expert=batch.has_expert,
+            target_offsets=batch.target_offsets,
         )
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -169,10 +184,11 @@ class DistillTrainer:
         )
 
     def state_dict(self) -> dict:
-        """Return the training state: student, adapter, optimizer, scheduler and step."""
+        """Return the training state: student, adapter, offset head, optimizer, scheduler and step."""
         return {
             "student": self.student.state_dict(),
             "adapter": None if self.adapter is None else self.adapter.state_dict(),
+            "offset_head": None if self.offset_head is None else self.offset_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
@@ -183,6 +199,8 @@ class DistillTrainer:
         self.student.load_state_dict(state["student"], strict=True)
         if self.adapter is not None:
             self.adapter.load_state_dict(state["adapter"], strict=True)
+        if self.offset_head is not None:
+            self.offset_head.load_state_dict(state["offset_head"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
