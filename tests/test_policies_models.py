@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from vla_distill.policies.coordinates import coordinate_grid
+from vla_distill.policies.coordinates import SpatialSoftmax, coordinate_grid
 from vla_distill.policies.contract import VISUAL_FEATURES, validate_batch
 from vla_distill.policies.image_normalization import ImageNormalizer, normalize_images
 from vla_distill.policies.io import create_policy
 from vla_distill.policies.processor import PolicyProcessor
 from vla_distill.policies.student import STUDENT_PRESETS, StudentConfig, StudentPolicy
-from vla_distill.policies.student.modeling_student import SpatialSoftmax
 from vla_distill.policies.teacher import TEACHER_PRESETS, TeacherConfig, TeacherPolicy
 
 # Presets small enough to run a real forward pass on 2 CPU cores in well under a second.
@@ -222,6 +221,28 @@ def test_teacher_vision_follows_instruction():
     first, second = torch.randn(2, model.config.hidden_size).chunk(2)
     with torch.no_grad():
         assert not torch.allclose(model.encode_image(image, first), model.encode_image(image, second))
+
+
+def test_teacher_stem_keeps_image_scale():
+    # Normal(0, 0.02) conv weights shrank the image to token std 0.004, below the position embeddings.
+    torch.manual_seed(0)
+    model = create_policy("teacher", "reference").eval()
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stem = model.stem(torch.cat([image, torch.zeros(2, 2, 64, 64)], dim=1), torch.zeros(2, 192))
+        tokens = model.patch_embedding(stem)
+    assert tokens.std() > 0.1
+    assert tokens.std() > 5 * model.patch_position.weight.std()
+
+
+def test_keypoint_token_adds_one_vision_token():
+    with_token = create_policy("teacher", "tiny", keypoint_token=True).eval()
+    without = create_policy("teacher", "tiny", keypoint_token=False).eval()
+    image, instruction = torch.randn(1, 3, 64, 64), torch.randn(1, with_token.config.hidden_size)
+    with torch.no_grad():
+        assert with_token.encode_image(image, instruction).shape[1] == with_token.config.num_patches + 1
+        assert without.encode_image(image, instruction).shape[1] == without.config.num_patches
+    assert TeacherConfig().keypoint_token is False  # configs saved before the field load unchanged
 
 
 def test_image_normalizer_matches_function():

@@ -17,7 +17,7 @@ from vla_distill.training.checkpointing import list_checkpoints
 from vla_distill.training.data import DemoBatches, EpochOrder, split_episodes
 from vla_distill.training.losses import behaviour_cloning_loss, gaussian_bin_targets, target_offset_loss
 from vla_distill.training.metrics import read_metrics
-from vla_distill.training.optimization import lr_factor
+from vla_distill.training.optimization import build_optimizer, lr_factor
 
 INSTRUCTIONS = ["push the red cube into the yellow zone", "lift the blue block", "reach the green cube"]
 
@@ -251,6 +251,8 @@ def test_config_from_json_file(tmp_path):
         ({"model_overrides": {"hidden": 30}}, "unknown TeacherConfig fields"),
         ({"label_smoothing": 0.1, "label_sigma_bins": 2.0}, "not both"),
         ({"label_sigma_bins": -1.0}, "label_sigma_bins must be"),
+        ({"stem_lr": 0.0}, "stem_lr must be"),
+        ({"target_offset_weight": -1.0}, "target_offset_weight must be"),
     ],
 )
 def test_invalid_config_raises(tmp_path, values, message):
@@ -272,6 +274,18 @@ def test_split_and_order_cover_every_step():
     order = EpochOrder(n_samples=10, batch_size=4, seed=0)
     first_epoch = np.concatenate([order.indices(0), order.indices(1), order.indices(2)[:2]])
     assert sorted(first_epoch) == list(range(10))
+
+
+def test_stem_lr_gets_its_own_groups():
+    model = create_policy_from_config(tiny_config().teacher_config())
+    plain = build_optimizer(model, tiny_config())
+    assert {group["lr"] for group in plain.param_groups} == {1e-3}
+    split = build_optimizer(model, tiny_config(stem_lr=5e-3))
+    stem_ids = {id(p) for name, p in model.named_parameters() if name.startswith(("stem.", "keypoint_projection.", "patch_embedding."))}
+    for group in split.param_groups:
+        in_stem = {id(p) in stem_ids for p in group["params"]}
+        assert in_stem == {group["lr"] == 5e-3}
+    assert sum(len(group["params"]) for group in split.param_groups) == len(list(model.parameters()))
 
 
 def test_lr_schedule_values():

@@ -30,19 +30,9 @@ from vla_distill.policies.contract import (
     PolicyOutput,
 )
 from vla_distill.policies.film import FiLM
-from vla_distill.policies.coordinates import append_coordinates, coordinate_grid
+from vla_distill.policies.coordinates import SpatialSoftmax, append_coordinates
 from vla_distill.policies.pooling import masked_mean
 from vla_distill.policies.student.configuration_student import StudentConfig
-
-
-class SpatialSoftmax(nn.Module):
-    """Expected (x, y) position of each channel's softmax over its feature map."""
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Map features (B, C, H, W) to keypoints (B, 2 * C), x and y per channel."""
-        grid = coordinate_grid(*features.shape[2:], device=features.device).flatten(1).T  # (H*W, 2)
-        weights = torch.softmax(features.flatten(2), dim=-1)  # (B, C, H*W)
-        return (weights @ grid).flatten(1)
 
 
 class StudentPreTrainedModel(PreTrainedModel):

@@ -19,6 +19,7 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "fusion_layers": 1,
         "patch_size": 8,
         "stem_channels": [8],
+        "keypoint_token": True,
     },
     "small": {
         "hidden_size": 96,
@@ -29,6 +30,7 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "fusion_layers": 2,
         "patch_size": 16,
         "stem_channels": [16, 32],
+        "keypoint_token": True,
     },
     "reference": {
         "hidden_size": 192,
@@ -39,6 +41,7 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "fusion_layers": 2,
         "patch_size": 16,
         "stem_channels": [32, 64],
+        "keypoint_token": True,
     },
     "large": {
         "hidden_size": 384,
@@ -49,6 +52,7 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "fusion_layers": 4,
         "patch_size": 8,
         "stem_channels": [32, 64],
+        "keypoint_token": True,
     },
     "xl": {
         "hidden_size": 768,
@@ -59,6 +63,7 @@ TEACHER_PRESETS: dict[str, dict[str, Any]] = {
         "fusion_layers": 6,
         "patch_size": 8,
         "stem_channels": [64, 128],
+        "keypoint_token": True,
     },
 }
 
@@ -93,6 +98,14 @@ class TeacherConfig(PolicyConfig):
     Each halves the image, so patch_size must be a multiple of 2 ** len(stem_channels). The
     stem gives the ViT local features, such as the colour of a cube, before the patches are cut.
     """
+    keypoint_token: bool = False
+    """Whether one more vision token carries the stem's keypoints: the expected (x, y) of each
+    stem channel under a softmax over its feature map (spatial softmax), projected to hidden_size.
+
+    Mean-pooled or patch features locate a named cube only slowly; the keypoints give its
+    position directly once a FiLM-modulated channel responds to that cube. False keeps the
+    layout of checkpoints saved before the field existed.
+    """
     dropout: float = 0.0
     """Dropout probability on attention weights and MLP outputs during training."""
     layer_norm_eps: float = 1e-6
@@ -120,6 +133,8 @@ class TeacherConfig(PolicyConfig):
             raise ValueError(f"stem_channels must be a list of integers, got {self.stem_channels!r}")
         for value in self.stem_channels:
             check_int("stem_channels entry", value, 1)
+        if not isinstance(self.keypoint_token, bool):
+            raise ValueError(f"keypoint_token must be true or false, got {self.keypoint_token!r}")
         if self.patch_size % 2 ** len(self.stem_channels):
             raise ValueError(
                 f"patch_size {self.patch_size} must be a multiple of 2 ** len(stem_channels) "

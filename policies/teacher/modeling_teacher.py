@@ -4,7 +4,8 @@ The instruction tokens go through a text transformer first. The image, with two
 pixel-coordinate channels appended, passes a small convolutional stem whose stages are
 modulated by the pooled instruction through FiLM, so the vision tokens can already mark the
 named cube. The stem output is cut into
-patches, one vision token each (a hybrid ViT). The patch tokens go through a ViT and instruction tokens through a text transformer. A fusion
+patches, one vision token each (a hybrid ViT). With ``keypoint_token`` a spatial softmax over
+the stem output adds one token holding the expected position of each stem channel. The patch tokens go through a ViT and instruction tokens through a text transformer. A fusion
 transformer then attends over the vision tokens, text tokens, one state token and one
 learned query token per action dimension. Each query's output feeds that dimension's own
 linear head over the action bins.
@@ -27,7 +28,7 @@ from vla_distill.policies.contract import (
     PolicyMixin,
     PolicyOutput,
 )
-from vla_distill.policies.coordinates import append_coordinates
+from vla_distill.policies.coordinates import SpatialSoftmax, append_coordinates
 from vla_distill.policies.film import FiLM
 from vla_distill.policies.pooling import masked_mean
 from vla_distill.policies.teacher.configuration_teacher import TeacherConfig
@@ -84,6 +85,12 @@ class TeacherPreTrainedModel(PreTrainedModel):
         elif isinstance(module, FiLM):
             init.zeros_(module.projection.weight)
             init.zeros_(module.projection.bias)
+        elif isinstance(module, nn.Conv2d):
+            # The transformers default (normal, std 0.02) shrinks the image by about 100x over
+            # the stem and patch embedding, below the position embeddings, and the stem then
+            # barely learns. He initialisation keeps the activation scale from layer to layer.
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
 
 
 class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
@@ -97,6 +104,9 @@ class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
         stem_width = config.stem_channels[-1] if config.stem_channels else 3 + 2
         self.patch_embedding = nn.Conv2d(stem_width, size, kernel_size=patch, stride=patch)
         self.patch_position = nn.Embedding(config.num_patches, size)
+        if config.keypoint_token:
+            self.keypoints = SpatialSoftmax()
+            self.keypoint_projection = nn.Linear(2 * stem_width, size)
         self.vision_encoder = TransformerEncoder(config, config.vision_layers)
 
         self.token_embedding = nn.Embedding(config.vocab_size, size, padding_idx=config.pad_token_id)
@@ -125,13 +135,17 @@ class TeacherPolicy(PolicyMixin, TeacherPreTrainedModel):
         return PolicyOutput(action_logits=self.action_head(query_outputs), features=features)
 
     def encode_image(self, image: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
-        """Encode normalised images (B, 3, H, W) into patch tokens (B, num_patches, D).
+        """Encode normalised images (B, 3, H, W) into vision tokens (B, num_patches [+ 1], D).
 
         ``instruction`` (B, D) is the pooled text encoding that conditions the stem.
         """
-        patches = self.patch_embedding(self.stem(append_coordinates(image), instruction))
-        patches = patches.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
-        return self.vision_encoder(patches + self.patch_position.weight)
+        stem_features = self.stem(append_coordinates(image), instruction)
+        patches = self.patch_embedding(stem_features).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
+        tokens = patches + self.patch_position.weight
+        if self.config.keypoint_token:
+            keypoint_token = self.keypoint_projection(self.keypoints(stem_features)).unsqueeze(1)
+            tokens = torch.cat([tokens, keypoint_token], dim=1)
+        return self.vision_encoder(tokens)
 
     def encode_instruction(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode instruction tokens (B, L) into contextual tokens (B, L, D)."""

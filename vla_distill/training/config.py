@@ -25,6 +25,11 @@ class TrainConfig:
     """Samples per optimizer step."""
     lr: float = 3e-4
     """Peak learning rate of AdamW, reached at the end of warm-up."""
+    stem_lr: float | None = None
+    """Peak learning rate of the convolutional stem, keypoint projection, patch embedding and
+    offset head, or None to use lr. Transformers need a lower rate than these layers: at 5e-4
+    the reference teacher did not learn to locate the named cube in 800 steps, and at 1e-4 with
+    2e-3 for these layers it did (2.2 cm mean error on held-out first frames)."""
     min_lr_ratio: float = 0.1
     """Final learning rate of the cosine decay, as a fraction of lr."""
     weight_decay: float = 0.05
@@ -115,6 +120,10 @@ class TrainConfig:
             raise ValueError("set label_smoothing or label_sigma_bins, not both")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.stem_lr is not None and (
+            isinstance(self.stem_lr, bool) or not isinstance(self.stem_lr, (int, float)) or not 0 < self.stem_lr < math.inf
+        ):
+            raise ValueError(f"stem_lr must be None or a positive number, got {self.stem_lr!r}")
         betas = self.adam_betas
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {betas!r}")
@@ -153,9 +162,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # loss tells the model directly where the named cube and zone are.
     "teacher-reference": {
         "model_preset": "reference",
-        "lr": 5e-4,
+        "lr": 1e-4,
+        "stem_lr": 2e-3,
         "warmup_steps": 300,
-        "total_steps": 8000,
+        "total_steps": 6000,
         "label_sigma_bins": 2.0,
         "target_offset_weight": 1.0,
         "eval_every": 500,

@@ -10,12 +10,16 @@ from torch import nn
 # Parameters of these modules are never weight-decayed: decay would pull normalisation
 # gains towards 0 and shrink position and query embeddings that carry no input signal.
 NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding)
+# Modules trained at ``stem_lr`` when a config sets it: the teacher's convolutional stem, its
+# keypoint projection and patch embedding, and the auxiliary offset head.
+STEM_MODULES = ("stem", "keypoint_projection", "patch_embedding", "offset_head")
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, stem_lr: float | None = None) -> list[dict]:
     """Split trainable parameters into a weight-decayed group and a group without decay.
 
-    Biases and the parameters of LayerNorm and Embedding modules get no decay.
+    Biases and the parameters of LayerNorm and Embedding modules get no decay. With
+    ``stem_lr``, the parameters of ``STEM_MODULES`` form two more groups with that learning rate.
     """
     no_decay: set[str] = set()
     for module_name, module in model.named_modules():
@@ -23,19 +27,25 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             full_name = f"{module_name}.{name}" if module_name else name
             if isinstance(module, NO_DECAY_MODULES) or name.endswith("bias"):
                 no_decay.add(full_name)
-    decay_params, plain_params = [], []
+    groups = {(decay, stem): [] for decay in (True, False) for stem in (False, True)}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (plain_params if name in no_decay else decay_params).append(parameter)
-    return [
-        {"params": decay_params, "weight_decay": weight_decay},
-        {"params": plain_params, "weight_decay": 0.0},
-    ]
+            stem = stem_lr is not None and any(part in STEM_MODULES for part in name.split("."))
+            groups[(name not in no_decay, stem)].append(parameter)
+    result = []
+    for (decay, stem), params in groups.items():
+        if stem and not params:
+            continue
+        group = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if stem:
+            group["lr"] = stem_lr
+        result.append(group)
+    return result
 
 
 def build_optimizer(model: nn.Module, config) -> torch.optim.AdamW:
     """Return AdamW over the model's parameter groups with the config's lr, betas and decay."""
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay, getattr(config, "stem_lr", None))
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
 
 

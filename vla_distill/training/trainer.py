@@ -184,7 +184,7 @@ class Trainer:
         )
         self.order = EpochOrder(len(self.data.train_steps), config.batch_size, config.seed)
         self.offset_head = self.build_offset_head()
-        trained = self.model if self.offset_head is None else torch.nn.ModuleList([self.model, self.offset_head])
+        trained = self.model if self.offset_head is None else torch.nn.ModuleDict({"policy": self.model, "offset_head": self.offset_head})
         self.optimizer = build_optimizer(trained, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.step = 0
