@@ -42,7 +42,7 @@ PRESETS = {
     # Sized to finish within about 15 minutes on an idle 2-core machine, set-up included
     # (an estimate from stage timings measured under load; see benchmarks/RESULTS.md).
     "demo": QuickstartPreset(demo_episodes=10, distill_config="student-small", rounds=1, eval_episodes=5, bench_runs=100, bench_warmup=10, videos=1),
-    "reference": QuickstartPreset(demo_episodes=30, distill_config="student-small", rounds=2, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1),
+    "reference": QuickstartPreset(demo_episodes=100, distill_config="student-reference", rounds=2, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1),
     "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1),
 }
 # Rough share of the wall time of each stage, used only for the ETA in progress lines.

@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--student-config",
         metavar="NAME_OR_JSON",
-        help="distillation preset (student-small, student-tiny, distill-test) or a JSON file of DistillConfig "
+        help="distillation preset (student-small, student-tiny, student-reference, distill-test) or a JSON file of DistillConfig "
         "fields; required unless --resume, which defaults to OUT/distill_config.json",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder for labels, checkpoints, metrics and the student")
