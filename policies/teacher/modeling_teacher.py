@@ -3,12 +3,12 @@
 The instruction tokens go through a text transformer first. The image, with two
 pixel-coordinate channels appended, passes a small convolutional stem whose stages are
 modulated by the pooled instruction through FiLM, so the vision tokens can already mark the
-named cube. The stem output is cut into
-patches, one vision token each (a hybrid ViT). With ``keypoint_token`` a spatial softmax over
-the stem output adds one token holding the expected position of each stem channel. The patch tokens go through a ViT and instruction tokens through a text transformer. A fusion
-transformer then attends over the vision tokens, text tokens, one state token and one
-learned query token per action dimension. Each query's output feeds that dimension's own
-linear head over the action bins.
+named cube. The stem output is cut into patches, one vision token each (a hybrid ViT). With
+``keypoint_token`` a spatial softmax over the stem output adds one token with the expected
+position of each stem channel. A ViT encodes these vision tokens. A fusion transformer then
+attends over the vision tokens, text tokens, one state token and one learned query token per
+action dimension. Each query's output feeds that dimension's own linear head over the action
+bins.
 """
 
 from __future__ import annotations

@@ -246,9 +246,8 @@ def _adam_betas(betas: Any) -> list[float]:
     return [float(beta) for beta in betas]
 
 
-# NOTE: the step counts, episode counts and learning rate of the two student presets are
-# estimates sized for 2 CPU cores and the 3.97M-parameter reference teacher, not tuned for
-# success rate. A student-small run labels a demonstration file of about 1,000 steps, runs 2
+# NOTE: the step counts, episode counts and learning rates of the student presets are
+# estimates sized for 2 CPU cores and the reference teacher, not tuned for success rate. A student-small run labels a demonstration file of about 1,000 steps, runs 2
 # on-policy rounds, 3 x 1,000 training steps and 3 evaluations of 18 episodes. Its time is
 # estimated at 5 to 8 minutes on 2 cores, extrapolated from a scaled-down run whose phase
 # timings are listed in docs/distillation.md.

@@ -27,9 +27,9 @@ class TrainConfig:
     """Peak learning rate of AdamW, reached at the end of warm-up."""
     stem_lr: float | None = None
     """Peak learning rate of the convolutional stem, keypoint projection, patch embedding and
-    offset head, or None to use lr. Transformers need a lower rate than these layers: at 5e-4
-    the reference teacher did not learn to locate the named cube in 800 steps, and at 1e-4 with
-    2e-3 for these layers it did (2.2 cm mean error on held-out first frames)."""
+    offset head, or None to use lr. Transformers need a lower rate than these layers. At 5e-4
+    the reference teacher did not learn to locate the named cube in 800 steps. At 1e-4, with
+    2e-3 for these layers, it did (2.2 cm mean error on held-out first frames)."""
     min_lr_ratio: float = 0.1
     """Final learning rate of the cosine decay, as a fraction of lr."""
     weight_decay: float = 0.05
@@ -159,7 +159,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "teacher-small": {"model_preset": "small", "total_steps": 10000, "warmup_steps": 300},
     # No random shift: the coordinate channels tie each pixel to a place on the table, and a
     # shift would move the cubes against the gripper position in the state. The target-offset
-    # loss tells the model directly where the named cube and zone are.
+    # loss gives the model the positions of the named cube and zone as a direct target.
     "teacher-reference": {
         "model_preset": "reference",
         "lr": 1e-4,
