@@ -130,6 +130,21 @@ def test_label_file_contains_both_rounds(reference_run, teacher_dir, demos_path)
     np.testing.assert_allclose(cached_logits, fresh.action_logits.numpy(), rtol=1e-2, atol=1e-3)
 
 
+def test_old_label_format_raises(tmp_path, teacher_dir):
+    path = tmp_path / "labels.h5"
+    LabelStore(path, "key", str(teacher_dir), {"images": (64, 64, 3)}).close()
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 1  # files without the target_offsets column
+    with pytest.raises(ValueError, match="label format version 1, expected 2"):
+        LabelStore(path, "key", str(teacher_dir), {})
+
+
+def test_reference_preset_enables_offset_term():
+    config = load_distill_config("student-reference")
+    assert config.loss.target_offset_weight == 1.0
+    assert config.total_steps == 12000
+
+
 def test_changed_teacher_gets_new_label_file(reference_run, teacher_dir, tmp_path):
     torch.manual_seed(1)
     other_dir = save_policy(create_policy("teacher", "tiny"), tmp_path / "other")

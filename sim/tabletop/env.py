@@ -226,7 +226,7 @@ class TabletopEnv(gym.Env):
         """Return float32 (5,): named cube minus grasp point (x, y, z), named zone minus cube (x, y).
 
         The zone entries are NaN for reach and lift. Collection records these next to each
-        step so a learner can be given an auxiliary target that says where the named objects are.
+        step, so a learner can get the positions of the named objects as an auxiliary target.
         """
         cube, zone = self.target_positions()
         zone_offset = zone[:2] - cube[:2] if zone is not None else np.full(2, np.nan)

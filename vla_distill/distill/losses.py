@@ -736,8 +736,8 @@ class DistillationLoss(nn.Module):
         trunk = features.get(OFFSET_FEATURE) if isinstance(features, Mapping) else None
         if trunk is None or target_offsets is None:
             raise ValueError(
-                f"the offset term needs the student's features[{OFFSET_FEATURE!r}] and target_offsets; "
-                "set target_offset_weight=0 for a student or data without them"
+                f"the offset term needs the student's features[{OFFSET_FEATURE!r}] and target_offsets. "
+                "Set target_offset_weight=0 for a student or data without them"
             )
         with _autocast_disabled(trunk):
             return target_offset_loss(self.offset_head(trunk.float()), target_offsets.float())

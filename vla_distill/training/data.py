@@ -106,11 +106,10 @@ class DemoBatches:
         """Return the dataset rows of training step ``step``."""
         return self.train_steps[order.indices(step)]
 
-    def train_batch(self, order: EpochOrder, step: int, max_shift: int):
-        """Return the (batch, target bins) of training step ``step``, augmented when max_shift > 0."""
-        steps = self.train_rows(order, step)
+    def train_batch(self, rows: np.ndarray, step: int, max_shift: int):
+        """Return the (batch, target bins) of ``rows`` for training step ``step``, augmented when max_shift > 0."""
         rng = np.random.default_rng([self.seed, AUGMENT_STREAM, step])
-        return self.batch(steps, random_shift(self.demos.images[steps], max_shift, rng))
+        return self.batch(rows, random_shift(self.demos.images[rows], max_shift, rng))
 
     def target_offsets(self, rows: np.ndarray) -> torch.Tensor:
         """Return the recorded target offsets (B, 5) in metres of dataset rows ``rows``."""

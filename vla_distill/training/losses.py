@@ -48,8 +48,8 @@ def bin_accuracy(logits: torch.Tensor, target_bins: torch.Tensor) -> torch.Tenso
 def target_offset_loss(predicted: torch.Tensor, offsets_m: torch.Tensor) -> torch.Tensor:
     """Return the mean squared error, in decimetres, over the finite entries of ``offsets_m``.
 
-    ``predicted`` (B, K) is in decimetres, ``offsets_m`` (B, K) in metres with NaN where an
-    offset does not exist (the zone of a reach or lift task); those entries add nothing.
+    ``predicted`` (B, K) is in decimetres and ``offsets_m`` (B, K) in metres. An offset that does
+    not exist, such as the zone of a reach or lift task, is NaN and adds nothing.
     """
     known = torch.isfinite(offsets_m)
     if not known.any():

@@ -237,13 +237,14 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """Run one optimizer step on the batch of the current step and return its scalars."""
-        batch, targets = self.data.train_batch(self.order, self.step, self.config.augment_shift_px)
+        rows = self.data.train_rows(self.order, self.step)
+        batch, targets = self.data.train_batch(rows, self.step, self.config.augment_shift_px)
         output = self.model(batch)
         loss, terms = behaviour_cloning_loss(
             output.action_logits, targets, self.config.label_smoothing, self.config.label_sigma_bins
         )
         if self.offset_head is not None:
-            offsets = self.data.target_offsets(self.data.train_rows(self.order, self.step))
+            offsets = self.data.target_offsets(rows)
             offset_loss = target_offset_loss(self.offset_head(output.features[OFFSET_FEATURE]), offsets)
             loss = loss + self.config.target_offset_weight * offset_loss
             terms["target_offset_mse_dm2"] = float(offset_loss.detach())
