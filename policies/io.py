@@ -258,3 +258,27 @@ def checkpoint_hash(path_or_name: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+# Keys that transformers adds to a saved config; they do not describe the model.
+SAVE_METADATA_KEYS = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"})
+
+
+def load_initial_weights(model, path_or_name: str | Path) -> None:
+    """Copy the weights of a checkpoint (or ``reference``) into ``model``, e.g. to fine-tune it.
+
+    Raises ValueError listing every config field that differs, so a checkpoint of another
+    architecture, image size, state layout or action tokenizer never starts a run.
+    """
+    source, _ = load_policy(path_or_name)
+    saved = {k: v for k, v in source.config.to_dict().items() if k not in SAVE_METADATA_KEYS}
+    wanted = {k: v for k, v in model.config.to_dict().items() if k not in SAVE_METADATA_KEYS}
+    differences = [
+        f"{name}: checkpoint={saved.get(name)!r} model={wanted.get(name)!r}"
+        for name in sorted(set(saved) | set(wanted))
+        if saved.get(name) != wanted.get(name)
+    ]
+    if differences:
+        raise ValueError(f"cannot start from {path_or_name}: its config differs ({'; '.join(differences)})")
+    model.load_state_dict(source.state_dict())
+    logger.info("initialised the model with the weights of %s", path_or_name)

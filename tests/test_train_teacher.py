@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from vla_distill.cli.main import main
-from vla_distill.data.demos import Episode, EpisodeWriter, load_demos
+from vla_distill.data.demos import Episode, EpisodeWriter, concat_demos, load_demos
 from vla_distill.policies.io import create_policy_from_config, load_policy
 from vla_distill.training import checkpointing, load_train_config, train_teacher
 from vla_distill.training.checkpointing import list_checkpoints
@@ -133,6 +133,48 @@ def test_offset_weight_needs_offsets_in_the_data(tmp_path):
         train_teacher(tiny_config(target_offset_weight=1.0), path, tmp_path / "run")
 
 
+def test_joined_files_renumber_episodes(tmp_path, demos_path):
+    second = write_demos(tmp_path / "second.h5", n_episodes=3, length=5, seed=1)
+    with h5py.File(second, "a") as f:
+        del f["target_offsets"]
+    first, other = load_demos(demos_path), load_demos(second)
+    joined = concat_demos([first, other])
+    assert joined.n_episodes == 9 and len(joined.actions) == 6 * 12 + 3 * 5
+    assert joined.episode_start.tolist() == [0, 12, 24, 36, 48, 60, 72, 77, 82]
+    assert joined.episode_index[72:].tolist() == [6] * 5 + [7] * 5 + [8] * 5
+    assert np.array_equal(joined.actions[72:], other.actions)
+    assert np.isnan(joined.target_offsets[72:]).all()
+    assert np.array_equal(joined.target_offsets[:72], first.target_offsets, equal_nan=True)
+
+
+def test_two_data_files_train_and_must_match_on_resume(tmp_path, demos_path):
+    second = write_demos(tmp_path / "second.h5", n_episodes=3, length=5, seed=1)
+    config = tiny_config(total_steps=20, checkpoint_every=10)
+    train_teacher(config, [demos_path, second], tmp_path / "run", stop_after_step=10)
+    source = json.loads((tmp_path / "run" / "source.json").read_text())
+    assert [item["path"] for item in source["data"]] == [str(demos_path.resolve()), str(second.resolve())]
+    with pytest.raises(ValueError, match="not the data the run started with"):
+        train_teacher(config, [second, demos_path], tmp_path / "run", resume=True)
+    assert train_teacher(config, [demos_path, second], tmp_path / "run", resume=True).step == 20
+
+
+def test_init_from_starts_with_the_given_weights(tmp_path, demos_path):
+    base = train_teacher(tiny_config(total_steps=10), demos_path, tmp_path / "base")
+    config = tiny_config(init_from=str(base.final_dir), total_steps=1, warmup_steps=0, lr=1e-12, stem_lr=1e-12)
+    tuned = train_teacher(config, demos_path, tmp_path / "tuned")
+    before, after = load_file(base.final_dir / "model.safetensors"), load_file(tuned.final_dir / "model.safetensors")
+    assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in before)
+    source = json.loads((tuned.final_dir / "source.json").read_text())
+    assert source["init_from"]["policy"] == str(base.final_dir) and len(source["init_from"]["sha256"]) == 64
+
+
+def test_init_from_another_architecture_raises(tmp_path, demos_path):
+    base = train_teacher(tiny_config(total_steps=10), demos_path, tmp_path / "base")
+    config = tiny_config(init_from=str(base.final_dir), model_overrides={"fusion_layers": 2})
+    with pytest.raises(ValueError, match=r"its config differs \(fusion_layers: checkpoint=1 model=2\)"):
+        train_teacher(config, demos_path, tmp_path / "tuned")
+
+
 def test_same_seed_gives_same_weights(tmp_path, demos_path):
     config = tiny_config(total_steps=10)
     first = train_teacher(config, demos_path, tmp_path / "a")
@@ -152,7 +194,8 @@ def test_run_outputs(tmp_path, demos_path):
     source = json.loads((result.final_dir / "source.json").read_text())
     assert source["command"] == "vla-distill train-teacher ..."
     assert source["seed"] == 0
-    assert len(source["data_sha256"]) == 64
+    assert [len(item["sha256"]) for item in source["data"]] == [64]
+    assert "init_from" not in source
     assert json.loads((result.final_dir / "train_config.json").read_text())["total_steps"] == 40
 
 

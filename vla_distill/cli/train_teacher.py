@@ -18,6 +18,7 @@ FIELD_OPTIONS = (
     ("--batch-size", "batch_size", int, "N", "samples per optimizer step"),
     ("--lr", "lr", float, "LR", "peak AdamW learning rate after warm-up"),
     ("--num-threads", "num_threads", int, "N", "torch intra-op CPU threads"),
+    ("--init-from", "init_from", str, "POLICY", "policy folder or 'reference' whose weights start the run (fine-tuning)"),
 )
 
 
@@ -29,7 +30,13 @@ def add_parser(subparsers) -> None:
         "(AdamW, linear warm-up then cosine decay, gradient clipping). The run folder gets "
         "checkpoints/, metrics.csv, tb/ (TensorBoard) and, at the end, final/ with the policy.",
     )
-    parser.add_argument("--data", required=True, metavar="PATH", help="demonstration HDF5 file written by `vla-distill collect`")
+    parser.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="demonstration HDF5 files written by `vla-distill collect`; several files are joined into one dataset",
+    )
     parser.add_argument(
         "--config",
         metavar="NAME_OR_JSON",
@@ -102,7 +109,7 @@ def resolve_config_source(args: argparse.Namespace) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """Rebuild the command line of this run from its parsed options."""
-    parts = ["vla-distill", "train-teacher", "--data", args.data, "--out", args.out]
+    parts = ["vla-distill", "train-teacher", "--data", *args.data, "--out", args.out]
     if args.config is not None:
         parts += ["--config", args.config]
     if args.resume:

@@ -255,3 +255,45 @@ def _attr_value(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def concat_demos(parts: list[Demos]) -> Demos:
+    """Join datasets into one, renumbering episodes; the attributes of the first part are kept.
+
+    A part without ``target_offsets`` contributes NaN rows when another part has them.
+    """
+    if not parts:
+        raise ValueError("concat_demos needs at least one dataset")
+    if len(parts) == 1:
+        return parts[0]
+    for name in ("images", "states", "actions"):
+        shapes = {part_shape(part, name) for part in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"cannot join datasets with different {name} shapes {sorted(shapes)}")
+    episode_offsets = np.cumsum([0] + [part.n_episodes for part in parts[:-1]])
+    step_offsets = np.cumsum([0] + [len(part.actions) for part in parts[:-1]])
+    return Demos(
+        images=np.concatenate([part.images for part in parts]),
+        states=np.concatenate([part.states for part in parts]),
+        actions=np.concatenate([part.actions for part in parts]),
+        episode_index=np.concatenate([part.episode_index + offset for part, offset in zip(parts, episode_offsets)]),
+        episode_task=[task for part in parts for task in part.episode_task],
+        episode_instruction=[text for part in parts for text in part.episode_instruction],
+        episode_seed=np.concatenate([part.episode_seed for part in parts]),
+        episode_success=np.concatenate([part.episode_success for part in parts]),
+        episode_length=np.concatenate([part.episode_length for part in parts]),
+        episode_start=np.concatenate([part.episode_start + offset for part, offset in zip(parts, step_offsets)]),
+        attrs=parts[0].attrs,
+        target_offsets=joined_target_offsets(parts),
+    )
+
+
+def part_shape(part: Demos, name: str) -> tuple[int, ...]:
+    return tuple(getattr(part, name).shape[1:])
+
+
+def joined_target_offsets(parts: list[Demos]) -> np.ndarray | None:
+    if all(part.target_offsets is None for part in parts):
+        return None
+    unknown = [np.full((len(part.actions), TARGET_OFFSET_DIM), np.nan, dtype=np.float32) for part in parts]
+    return np.concatenate([unknown[i] if part.target_offsets is None else part.target_offsets for i, part in enumerate(parts)])

@@ -21,6 +21,9 @@ class TrainConfig:
     """Teacher preset (see TEACHER_PRESETS) that the model is built from."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """TeacherConfig fields that replace the preset's values, e.g. {"dropout": 0.1}."""
+    init_from: str | None = None
+    """Policy folder, or ``reference``, whose weights start the model instead of a random
+    initialisation (fine-tuning); its config must equal the model config. None: random."""
     batch_size: int = 64
     """Samples per optimizer step."""
     lr: float = 3e-4
@@ -74,6 +77,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown model_preset {self.model_preset!r}; choose one of {sorted(TEACHER_PRESETS)}"
             )
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be None or a policy folder or 'reference', got {self.init_from!r}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
         check_override_names(TeacherConfig, self.model_overrides)

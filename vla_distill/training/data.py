@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vla_distill.data.demos import Demos, load_demos
+from vla_distill.data.demos import Demos, concat_demos, load_demos
 from vla_distill.policies.action_tokenizer import ActionTokenizer
 from vla_distill.policies.contract import ATTENTION_MASK, IMAGE, INPUT_IDS, STATE
 from vla_distill.policies.processor import PolicyProcessor
@@ -128,7 +128,15 @@ class DemoBatches:
         return np.sort(rng.choice(self.val_steps, size=max_samples, replace=False))
 
 
-def load_training_demos(path: str | Path, config) -> Demos:
+def load_training_demos(paths: str | Path | list[str | Path], config) -> Demos:
+    """Load one or more demonstration files as one dataset and check it against the model config."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    demos = concat_demos([load_checked_demos(path, config) for path in paths])
+    logger.info("loaded %d episodes (%d steps) from %d file(s)", demos.n_episodes, len(demos.actions), len(paths))
+    return demos
+
+
+def load_checked_demos(path: str | Path, config) -> Demos:
     """Load a demonstration file and check that it matches the model config."""
     demos = load_demos(path)
     if len(demos.actions) == 0:

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from vla_distill import __version__
-from vla_distill.policies.io import SOURCE_FILE, TRAIN_CONFIG_FILE
+from vla_distill.policies.io import SOURCE_FILE, TRAIN_CONFIG_FILE, checkpoint_hash
 
 __all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "file_sha256", "software_versions"]
 
@@ -36,13 +36,17 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def build_source_record(data_path: str | Path, seed: int, command: str | None) -> dict[str, Any]:
-    """Return the command, data file, data sha256, seed and software versions of a run."""
-    return {
+def build_source_record(
+    data_paths: list[str | Path], seed: int, command: str | None, init_from: str | None = None
+) -> dict[str, Any]:
+    """Return the command, data files with their sha256, seed, starting weights and software versions of a run."""
+    record = {
         "command": command or "vla_distill.training.train_teacher (Python API)",
-        "data_path": str(Path(data_path).resolve()),
-        "data_sha256": file_sha256(data_path),
+        "data": [{"path": str(Path(path).resolve()), "sha256": file_sha256(path)} for path in data_paths],
         "seed": seed,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),
     }
+    if init_from is not None:
+        record["init_from"] = {"policy": init_from, "sha256": checkpoint_hash(init_from)}
+    return record

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vla_distill.policies.io import create_policy_from_config, save_policy
+from vla_distill.policies.io import create_policy_from_config, load_initial_weights, save_policy
 from vla_distill.data.demos import TARGET_OFFSET_DIM, open_episodes
 from vla_distill.training.checkpointing import (
     atomic_write_text,
@@ -66,7 +66,7 @@ class TrainResult:
 
 def train_teacher(
     config: TrainConfig,
-    data_path: str | Path,
+    data_paths: str | Path | list[str | Path],
     out_dir: str | Path,
     resume: bool = False,
     stop_after_step: int | None = None,
@@ -78,14 +78,16 @@ def train_teacher(
     ``stop_after_step`` ends the run after that many optimizer steps with a checkpoint but
     keeps the schedule of ``config.total_steps``, so ``resume=True`` continues it later.
     ``command`` is recorded in ``source.json``. ``progress`` shows a tqdm bar on stderr.
+    Several ``data_paths`` are joined into one dataset.
     """
     run_dir = Path(out_dir)
-    data_path = Path(data_path)
-    if not data_path.is_file():
-        raise FileNotFoundError(f"demonstration file not found: {data_path}")
-    open_episodes(data_path).close()  # reject a foreign file before the run folder is written
-    checkpoint = prepare_run_dir(run_dir, config, data_path, resume, command)
-    trainer = Trainer(config, data_path, run_dir, checkpoint)
+    data_paths = [Path(data_paths)] if isinstance(data_paths, (str, Path)) else [Path(p) for p in data_paths]
+    for data_path in data_paths:
+        if not data_path.is_file():
+            raise FileNotFoundError(f"demonstration file not found: {data_path}")
+        open_episodes(data_path).close()  # reject a foreign file before the run folder is written
+    checkpoint = prepare_run_dir(run_dir, config, data_paths, resume, command)
+    trainer = Trainer(config, data_paths, run_dir, checkpoint)
     try:
         return trainer.run(stop_after_step, progress)
     finally:
@@ -93,7 +95,7 @@ def train_teacher(
 
 
 def prepare_run_dir(
-    run_dir: Path, config: TrainConfig, data_path: Path, resume: bool, command: str | None
+    run_dir: Path, config: TrainConfig, data_paths: list[Path], resume: bool, command: str | None
 ) -> dict[str, Any] | None:
     """Create or check the run folder and return the checkpoint to resume from, if any."""
     checkpoints = list_checkpoints(run_dir / CHECKPOINT_DIR)
@@ -105,7 +107,7 @@ def prepare_run_dir(
             )
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / TRAIN_CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-        source = build_source_record(data_path, config.seed, command)
+        source = build_source_record(data_paths, config.seed, command, config.init_from)
         atomic_write_text(run_dir / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
         return None
 
@@ -114,7 +116,7 @@ def prepare_run_dir(
     step, path = checkpoints[-1]
     checkpoint = load_training_checkpoint(path)
     check_same_config(checkpoint["train_config"], config.to_dict(), path)
-    check_same_data(run_dir, data_path)
+    check_same_data(run_dir, data_paths)
     record_resume(run_dir, command)
     logger.info("resuming from %s (step %d)", path, step)
     return checkpoint
@@ -144,17 +146,19 @@ def check_same_config(saved: dict[str, Any], requested: dict[str, Any], path: Pa
         )
 
 
-def check_same_data(run_dir: Path, data_path: Path) -> None:
-    """Raise ValueError if the data file's sha256 differs from the one the run started with."""
+def check_same_data(run_dir: Path, data_paths: list[Path]) -> None:
+    """Raise ValueError unless the data files have the sha256 digests the run started with, in order."""
     source_path = run_dir / SOURCE_FILE
     if not source_path.is_file():
         return
-    saved_sha = json.loads(source_path.read_text(encoding="utf-8")).get("data_sha256")
-    current = file_sha256(data_path)
-    if saved_sha != current:
+    source = json.loads(source_path.read_text(encoding="utf-8"))
+    saved = [item["sha256"] for item in source.get("data", [])] or [source.get("data_sha256")]
+    current = [file_sha256(path) for path in data_paths]
+    if saved != current:
+        shown = ", ".join(f"{path} ({digest[:12]}...)" for path, digest in zip(data_paths, current))
         raise ValueError(
-            f"cannot resume: {data_path} (sha256 {current[:12]}...) is not the data the run "
-            f"started with (sha256 {str(saved_sha)[:12]}...)"
+            f"cannot resume: {shown} is not the data the run started with "
+            f"(sha256 {', '.join(str(digest)[:12] + '...' for digest in saved)})"
         )
 
 
@@ -168,7 +172,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """State of one training run: model, optimizer, schedule, data and metric writers."""
 
-    def __init__(self, config: TrainConfig, data_path: Path, run_dir: Path, checkpoint: dict | None) -> None:
+    def __init__(self, config: TrainConfig, data_paths: list[Path], run_dir: Path, checkpoint: dict | None) -> None:
         self.config = config
         self.run_dir = run_dir
         if config.num_threads is not None:
@@ -176,9 +180,11 @@ class Trainer:
         seed_everything(config.seed)
 
         self.model = create_policy_from_config(config.teacher_config())
+        if config.init_from is not None and checkpoint is None:
+            load_initial_weights(self.model, config.init_from)
         self.model.train()
         model_config = self.model.config
-        demos = load_training_demos(data_path, model_config)
+        demos = load_training_demos(data_paths, model_config)
         self.data = DemoBatches(
             demos, self.model.processor, model_config.action_tokenizer(), config.val_fraction, config.seed
         )
