@@ -272,11 +272,11 @@ def load_initial_weights(model, path_or_name: str | Path) -> None:
     """
     source, _ = load_policy(path_or_name)
     saved = {k: v for k, v in source.config.to_dict().items() if k not in SAVE_METADATA_KEYS}
-    wanted = {k: v for k, v in model.config.to_dict().items() if k not in SAVE_METADATA_KEYS}
+    current = {k: v for k, v in model.config.to_dict().items() if k not in SAVE_METADATA_KEYS}
     differences = [
-        f"{name}: checkpoint={saved.get(name)!r} model={wanted.get(name)!r}"
-        for name in sorted(set(saved) | set(wanted))
-        if saved.get(name) != wanted.get(name)
+        f"{name}: checkpoint={saved.get(name)!r} model={current.get(name)!r}"
+        for name in sorted(set(saved) | set(current))
+        if saved.get(name) != current.get(name)
     ]
     if differences:
         raise ValueError(f"cannot start from {path_or_name}: its config differs ({'; '.join(differences)})")

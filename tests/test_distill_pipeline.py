@@ -8,6 +8,7 @@ MuJoCo rollouts.
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -21,7 +22,14 @@ from vla_distill.distill import collection
 from vla_distill.distill.collection import demonstration_steps
 from vla_distill.distill.config import ROUND_SEED_STRIDE, load_distill_config
 from vla_distill.distill.labels import LabelledRound, LabelStore, label_file_path, label_steps, teacher_label_key
-from vla_distill.distill.pipeline import build_student_and_heads, distill, dry_run, load_frozen_teacher
+from vla_distill.distill.pipeline import (
+    build_source,
+    build_student_and_heads,
+    check_resumed_demos,
+    distill,
+    dry_run,
+    load_frozen_teacher,
+)
 from vla_distill.distill.run_logs import METRIC_COLUMNS, ROUND_COLUMNS, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
 from vla_distill.policies import checkpoint_hash, create_policy, load_policy, save_policy
@@ -163,7 +171,7 @@ def test_changed_teacher_gets_new_label_file(reference_run, teacher_dir, tmp_pat
 def test_one_step_updates_adapter_not_teacher(teacher_dir, demos_path, tmp_path):
     teacher = load_frozen_teacher(teacher_dir)
     teacher_before = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
-    steps = demonstration_steps(demos_path, teacher.config)
+    steps = demonstration_steps([demos_path], teacher.config)
     logits, features = label_steps(teacher, steps.images, steps.states, steps.step_instructions(), 64)
     store = LabelStore(tmp_path / "labels.h5", "key", str(teacher_dir), {
         "images": (64, 64, 3), "states": (4,), "expert_actions": (7,),
@@ -220,6 +228,29 @@ def test_resume_after_stop_matches_uninterrupted(reference_run, teacher_dir, dem
     assert steps == [2, 4, 6, 8]
     source = json.loads((out_dir / "source.json").read_text())
     assert len(source["resumed_by"]) == 1
+
+
+def test_round_zero_joins_demonstration_files(teacher_dir, demos_path):
+    config = load_frozen_teacher(teacher_dir).config
+    once = demonstration_steps([demos_path], config)
+    twice = demonstration_steps([demos_path, demos_path], config)
+    assert len(twice.states) == 2 * len(once.states)
+    assert twice.episode_index.max() == 2 * once.episode_index.max() + 1
+
+
+def test_resume_checks_order_of_demonstration_files(teacher_dir, demos_path, tmp_path):
+    other = tmp_path / "other.h5"
+    shutil.copy(demos_path, other)
+    with h5py.File(other, "a") as f:
+        f.attrs["note"] = "changed copy"
+    paths = [demos_path, other]
+    source = build_source(preset_config(), teacher_dir, "key", paths, None)
+    (tmp_path / "source.json").write_text(json.dumps(source))
+    check_resumed_demos(tmp_path, paths, collected_rounds=0)
+    with pytest.raises(ValueError, match="not the data the run started with"):
+        check_resumed_demos(tmp_path, paths[::-1], collected_rounds=0)
+    with pytest.raises(ValueError, match="without --demos"):
+        check_resumed_demos(tmp_path, [], collected_rounds=0)
 
 
 def test_resume_redoes_interrupted_collection(reference_run, teacher_dir, demos_path, tmp_path, monkeypatch):

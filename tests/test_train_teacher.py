@@ -139,7 +139,8 @@ def test_joined_files_renumber_episodes(tmp_path, demos_path):
         del f["target_offsets"]
     first, other = load_demos(demos_path), load_demos(second)
     joined = concat_demos([first, other])
-    assert joined.n_episodes == 9 and len(joined.actions) == 6 * 12 + 3 * 5
+    assert joined.n_episodes == 9
+    assert len(joined.actions) == 6 * 12 + 3 * 5
     assert joined.episode_start.tolist() == [0, 12, 24, 36, 48, 60, 72, 77, 82]
     assert joined.episode_index[72:].tolist() == [6] * 5 + [7] * 5 + [8] * 5
     assert np.array_equal(joined.actions[72:], other.actions)
@@ -147,7 +148,7 @@ def test_joined_files_renumber_episodes(tmp_path, demos_path):
     assert np.array_equal(joined.target_offsets[:72], first.target_offsets, equal_nan=True)
 
 
-def test_two_data_files_train_and_must_match_on_resume(tmp_path, demos_path):
+def test_resume_checks_every_data_file(tmp_path, demos_path):
     second = write_demos(tmp_path / "second.h5", n_episodes=3, length=5, seed=1)
     config = tiny_config(total_steps=20, checkpoint_every=10)
     train_teacher(config, [demos_path, second], tmp_path / "run", stop_after_step=10)
@@ -165,7 +166,8 @@ def test_init_from_starts_with_the_given_weights(tmp_path, demos_path):
     before, after = load_file(base.final_dir / "model.safetensors"), load_file(tuned.final_dir / "model.safetensors")
     assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in before)
     source = json.loads((tuned.final_dir / "source.json").read_text())
-    assert source["init_from"]["policy"] == str(base.final_dir) and len(source["init_from"]["sha256"]) == 64
+    assert source["init_from"]["policy"] == str(base.final_dir)
+    assert len(source["init_from"]["sha256"]) == 64
 
 
 def test_init_from_another_architecture_raises(tmp_path, demos_path):

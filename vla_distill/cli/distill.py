@@ -36,7 +36,12 @@ def add_parser(subparsers) -> None:
         "fields; required unless --resume, which defaults to OUT/distill_config.json",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder for labels, checkpoints, metrics and the student")
-    parser.add_argument("--demos", metavar="PATH", help="demonstration HDF5 file for round 0 (default: round 0 rolls out the teacher)")
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        metavar="PATH",
+        help="demonstration HDF5 files for round 0, joined into one dataset (default: round 0 rolls out the teacher)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest checkpoint")
     for flag, field_name, value_type, metavar, text in FIELD_OPTIONS:
         parser.add_argument(flag, dest=field_name, type=value_type, metavar=metavar, help=f"{text} (default: the value in --student-config)")
@@ -95,9 +100,10 @@ def resolve_config_source(args: argparse.Namespace) -> str:
 def command_line(args: argparse.Namespace) -> str:
     """Rebuild the command line of this run from its parsed options."""
     parts = ["vla-distill", "distill", "--teacher", args.teacher, "--out", args.out]
-    for flag, value in (("--student-config", args.student_config), ("--demos", args.demos)):
-        if value is not None:
-            parts += [flag, value]
+    if args.student_config is not None:
+        parts += ["--student-config", args.student_config]
+    if args.demos is not None:
+        parts += ["--demos", *args.demos]
     if args.resume:
         parts.append("--resume")
     for flag, field_name, _, _, _ in FIELD_OPTIONS:

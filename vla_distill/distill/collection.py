@@ -66,13 +66,13 @@ def collect_round(
     config: DistillConfig,
     teacher,
     student,
-    demos_path: Path | None,
+    demos_paths: list[Path],
     progress: bool = False,
 ) -> LabelledRound:
     """Collect the steps of one round and label them with the teacher."""
     started = time.perf_counter()
-    if round_index == 0 and demos_path is not None:
-        steps = demonstration_steps(demos_path, teacher.config)
+    if round_index == 0 and demos_paths:
+        steps = demonstration_steps(demos_paths, teacher.config)
     else:
         policy = round_policy(round_index, config, teacher, student)
         steps = rollout_steps(policy, round_index, config, teacher.config, progress)
@@ -98,10 +98,10 @@ def round_policy(round_index: int, config: DistillConfig, teacher, student):
     return MixedPolicy(student, teacher, share, rng)
 
 
-def demonstration_steps(path: Path, policy_config) -> CollectedSteps:
-    """Return every committed step of a demonstration file with its expert action."""
-    demos = load_training_demos(path, policy_config)
-    logger.info("round 0: %d steps of %d episodes from %s", len(demos.actions), demos.n_episodes, path)
+def demonstration_steps(paths: list[Path], policy_config) -> CollectedSteps:
+    """Return every committed step of the demonstration files with its expert action."""
+    demos = load_training_demos(paths, policy_config)
+    logger.info("round 0: %d steps of %d episodes from %s", len(demos.actions), demos.n_episodes, ", ".join(map(str, paths)))
     offsets = demos.target_offsets
     if offsets is None:
         offsets = np.full((len(demos.actions), TARGET_OFFSET_DIM), np.nan, dtype=np.float32)

@@ -97,7 +97,7 @@ def distill(
     config: DistillConfig | str | Path,
     out_dir: str | Path,
     resume: bool = False,
-    demos: str | Path | None = None,
+    demos: str | Path | list[str | Path] | None = None,
     stop_after_step: int | None = None,
     command: str | None = None,
     progress: bool = False,
@@ -110,7 +110,8 @@ def distill(
             ``distill-test``) or a JSON file of ``DistillConfig`` fields.
         out_dir: run folder. A new run needs a folder without a previous run.
         resume: continue the run in ``out_dir`` from its newest checkpoint.
-        demos: demonstration HDF5 file for round 0. Without one, round 0 rolls out the teacher.
+        demos: demonstration HDF5 file, or a list of them joined into one dataset, for round 0.
+            Without one, round 0 rolls out the teacher.
         stop_after_step: end the run with a checkpoint after this many optimizer steps, keeping
             the schedule of the whole run, so ``resume=True`` continues it later.
         command: command line recorded in ``source.json``.
@@ -125,13 +126,8 @@ def distill(
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     check_compatible(read_policy_config(teacher), config.student_config())
-    demos_path = None if demos is None else Path(demos)
-    if demos_path is not None and not demos_path.is_file():
-        raise FileNotFoundError(f"demonstration file not found: {demos_path}; create one with `vla-distill collect`")
-    if demos_path is not None:
-        open_episodes(demos_path).close()  # reject a foreign file before the run folder is written
-
-    run = DistillRun(teacher, config, Path(out_dir), resume, demos_path, command, progress)
+    demos_paths = demonstration_paths(demos)
+    run = DistillRun(teacher, config, Path(out_dir), resume, demos_paths, command, progress)
     try:
         return run.execute(stop_after_step)
     finally:
@@ -142,15 +138,15 @@ class DistillRun:
     """State of one distillation run: teacher, student, trainer, label store, logs, round and phase."""
 
     def __init__(self, teacher: str | Path, config: DistillConfig, out_dir: Path, resume: bool,
-                 demos_path: Path | None, command: str | None, progress: bool) -> None:
+                 demos_paths: list[Path], command: str | None, progress: bool) -> None:
         self.config = config
         self.out_dir = out_dir
-        self.demos_path = demos_path
+        self.demos_paths = demos_paths
         self.progress = progress
         self.teacher = load_frozen_teacher(teacher)
         self.teacher_key = teacher_label_key(teacher, self.teacher.processor)
         self.label_path = label_file_path(out_dir, self.teacher_key)
-        checkpoint = prepare_run_dir(out_dir, config, teacher, self.teacher_key, demos_path, resume, command)
+        checkpoint = prepare_run_dir(out_dir, config, teacher, self.teacher_key, demos_paths, resume, command)
 
         teacher_outputs = dry_run(self.teacher)
         self.student, adapter, offset_head = build_student_and_heads(config, teacher_outputs)
@@ -167,7 +163,7 @@ class DistillRun:
                 self.save_checkpoint()
             else:
                 self.check_label_file()
-                check_resumed_demos(out_dir, demos_path, self.store.collected_rounds)
+                check_resumed_demos(out_dir, demos_paths, self.store.collected_rounds)
             self.logs = RunLogs(out_dir, self.trainer.step if checkpoint else None, self.finished_rounds)
         except BaseException:
             self.store.close()
@@ -193,7 +189,7 @@ class DistillRun:
         if self.store.collected_rounds > round_index:
             logger.info("round %d is already in %s, so its collection is skipped", round_index, self.label_path)
             return
-        labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_path, self.progress)
+        labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_paths, self.progress)
         self.store.append_round(labelled)
 
     def check_label_file(self) -> None:
@@ -371,7 +367,7 @@ def label_shapes(teacher_config, teacher_outputs) -> dict[str, tuple]:
 
 
 def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, teacher_key: str,
-                    demos_path: Path | None, resume: bool, command: str | None) -> dict[str, Any] | None:
+                    demos_paths: list[Path], resume: bool, command: str | None) -> dict[str, Any] | None:
     """Create a new run folder, or check a resumed one and return its newest checkpoint."""
     checkpoints = list_checkpoints(out_dir / CHECKPOINT_DIR)
     if not resume:
@@ -382,7 +378,7 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
             )
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-        source = build_source(config, teacher, teacher_key, demos_path, command)
+        source = build_source(config, teacher, teacher_key, demos_paths, command)
         atomic_write_text(out_dir / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
         return None
 
@@ -400,21 +396,34 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
     return checkpoint
 
 
-def check_resumed_demos(out_dir: Path, demos_path: Path | None, collected_rounds: int) -> None:
+def demonstration_paths(demos: str | Path | list[str | Path] | None) -> list[Path]:
+    """Return the demonstration files as a list, after checking that each is an episode file."""
+    if demos is None:
+        return []
+    paths = [Path(demos)] if isinstance(demos, (str, Path)) else [Path(path) for path in demos]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"demonstration file not found: {path}; create one with `vla-distill collect`")
+        open_episodes(path).close()  # reject a foreign file before the run folder is written
+    return paths
+
+
+def check_resumed_demos(out_dir: Path, demos_paths: list[Path], collected_rounds: int) -> None:
     """Raise ValueError if round 0 still needs collection from other demonstrations than the run's."""
     if collected_rounds > 0:
         return
-    recorded = json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8")).get("data_sha256")
-    if recorded is None and demos_path is not None:
+    source = json.loads((out_dir / SOURCE_FILE).read_text(encoding="utf-8"))
+    recorded = source.get("data") or source.get("data_sha256")
+    if not recorded and demos_paths:
         raise ValueError("cannot resume with --demos: the run started without a demonstration file")
-    if recorded is not None and demos_path is None:
-        raise ValueError("cannot resume without --demos: pass the demonstration file the run started with")
-    if demos_path is not None:
-        check_same_data(out_dir, demos_path)
+    if recorded and not demos_paths:
+        raise ValueError("cannot resume without --demos: pass the demonstration files the run started with")
+    if demos_paths:
+        check_same_data(out_dir, demos_paths)
 
 
 def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
-                 demos_path: Path | None, command: str | None) -> dict[str, Any]:
+                 demos_paths: list[Path], command: str | None) -> dict[str, Any]:
     """Return the record of how the run was started: teacher, data, seeds, command and versions."""
     return {
         "command": command or "vla_distill.distill.distill (Python API)",
@@ -422,8 +431,7 @@ def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
         "teacher_path": str(resolve_checkpoint(teacher).resolve()),
         "teacher_sha256": checkpoint_hash(teacher),
         "teacher_label_key": teacher_key,
-        "data_path": None if demos_path is None else str(demos_path.resolve()),
-        "data_sha256": None if demos_path is None else file_sha256(demos_path),
+        "data": [{"path": str(path.resolve()), "sha256": file_sha256(path)} for path in demos_paths],
         "seeds": {"seed": config.seed, "rollout_seed": config.rollout_seed, "eval_seed": config.eval_seed},
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),

@@ -155,9 +155,9 @@ def check_same_data(run_dir: Path, data_paths: list[Path]) -> None:
     saved = [item["sha256"] for item in source.get("data", [])] or [source.get("data_sha256")]
     current = [file_sha256(path) for path in data_paths]
     if saved != current:
-        shown = ", ".join(f"{path} ({digest[:12]}...)" for path, digest in zip(data_paths, current))
+        given = ", ".join(f"{path} ({digest[:12]}...)" for path, digest in zip(data_paths, current))
         raise ValueError(
-            f"cannot resume: {shown} is not the data the run started with "
+            f"cannot resume: {given} is not the data the run started with "
             f"(sha256 {', '.join(str(digest)[:12] + '...' for digest in saved)})"
         )
 
