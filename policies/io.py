@@ -260,7 +260,7 @@ def checkpoint_hash(path_or_name: str | Path) -> str:
     return digest.hexdigest()
 
 
-# Keys that transformers adds to a saved config; they do not describe the model.
+# Keys that transformers adds to a saved config. They do not describe the model.
 SAVE_METADATA_KEYS = frozenset({"architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path"})
 
 

@@ -159,7 +159,7 @@ def test_resume_checks_every_data_file(tmp_path, demos_path):
     assert train_teacher(config, [demos_path, second], tmp_path / "run", resume=True).step == 20
 
 
-def test_init_from_starts_with_the_given_weights(tmp_path, demos_path):
+def test_init_from_copies_weights(tmp_path, demos_path):
     base = train_teacher(tiny_config(total_steps=10), demos_path, tmp_path / "base")
     config = tiny_config(init_from=str(base.final_dir), total_steps=1, warmup_steps=0, lr=1e-12, stem_lr=1e-12)
     tuned = train_teacher(config, demos_path, tmp_path / "tuned")

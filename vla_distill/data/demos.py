@@ -221,6 +221,18 @@ def open_episodes(path: str | Path) -> h5py.File:
     return f
 
 
+def episode_file_paths(paths: str | Path | list[str | Path] | None) -> list[Path]:
+    """Return one or more episode files as a list of paths, raising for a missing or foreign file."""
+    if paths is None:
+        return []
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"demonstration file not found: {path}; create one with `vla-distill collect`")
+        open_episodes(path).close()
+    return paths
+
+
 def load_demos(path: str | Path) -> Demos:
     """Read every committed episode of a file into memory."""
     with open_episodes(path) as f:
@@ -258,7 +270,7 @@ def _attr_value(value):
 
 
 def concat_demos(parts: list[Demos]) -> Demos:
-    """Join datasets into one, renumbering episodes; the attributes of the first part are kept.
+    """Join datasets into one and renumber their episodes. The first part's attributes are kept.
 
     A part without ``target_offsets`` contributes NaN rows when another part has them.
     """

@@ -42,7 +42,7 @@ from vla_distill.distill.labels import LabelStore, label_file_path, teacher_labe
 from vla_distill.distill.run_logs import ROUNDS_FILE, RunLogs, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
 from vla_distill.evaluation import evaluate, summarize
-from vla_distill.data.demos import TARGET_OFFSET_DIM, open_episodes
+from vla_distill.data.demos import TARGET_OFFSET_DIM, episode_file_paths
 from vla_distill.policies.contract import VISUAL_FEATURES
 from vla_distill.policies.io import (
     SOURCE_FILE,
@@ -65,7 +65,7 @@ from vla_distill.training.checkpointing import (
     prune_checkpoints,
     restore_rng_state,
 )
-from vla_distill.training.provenance import file_sha256, software_versions
+from vla_distill.training.provenance import data_file_records, software_versions
 from vla_distill.training.trainer import check_same_config, check_same_data, record_resume, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def distill(
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     check_compatible(read_policy_config(teacher), config.student_config())
-    demos_paths = demonstration_paths(demos)
+    demos_paths = episode_file_paths(demos)  # rejects a missing or foreign file before the run folder is written
     run = DistillRun(teacher, config, Path(out_dir), resume, demos_paths, command, progress)
     try:
         return run.execute(stop_after_step)
@@ -396,18 +396,6 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
     return checkpoint
 
 
-def demonstration_paths(demos: str | Path | list[str | Path] | None) -> list[Path]:
-    """Return the demonstration files as a list, after checking that each is an episode file."""
-    if demos is None:
-        return []
-    paths = [Path(demos)] if isinstance(demos, (str, Path)) else [Path(path) for path in demos]
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"demonstration file not found: {path}; create one with `vla-distill collect`")
-        open_episodes(path).close()  # reject a foreign file before the run folder is written
-    return paths
-
-
 def check_resumed_demos(out_dir: Path, demos_paths: list[Path], collected_rounds: int) -> None:
     """Raise ValueError if round 0 still needs collection from other demonstrations than the run's."""
     if collected_rounds > 0:
@@ -431,7 +419,7 @@ def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
         "teacher_path": str(resolve_checkpoint(teacher).resolve()),
         "teacher_sha256": checkpoint_hash(teacher),
         "teacher_label_key": teacher_key,
-        "data": [{"path": str(path.resolve()), "sha256": file_sha256(path)} for path in demos_paths],
+        "data": data_file_records(demos_paths),
         "seeds": {"seed": config.seed, "rollout_seed": config.rollout_seed, "eval_seed": config.eval_seed},
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),

@@ -22,8 +22,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """TeacherConfig fields that replace the preset's values, e.g. {"dropout": 0.1}."""
     init_from: str | None = None
-    """Policy folder, or ``reference``, whose weights start the model instead of a random
-    initialisation (fine-tuning); its config must equal the model config. None: random."""
+    """Policy folder, or ``reference``, whose weights start the model (fine-tuning), or None
+    for a random initialisation. The policy's config must equal the model config."""
     batch_size: int = 64
     """Samples per optimizer step."""
     lr: float = 3e-4

@@ -14,7 +14,7 @@ import transformers
 from vla_distill import __version__
 from vla_distill.policies.io import SOURCE_FILE, TRAIN_CONFIG_FILE, checkpoint_hash
 
-__all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "file_sha256", "software_versions"]
+__all__ = ["SOURCE_FILE", "TRAIN_CONFIG_FILE", "build_source_record", "data_file_records", "file_sha256", "software_versions"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -36,13 +36,18 @@ def software_versions() -> dict[str, str]:
     }
 
 
+def data_file_records(paths: list[str | Path]) -> list[dict[str, str]]:
+    """Return the absolute path and sha256 of each data file, in order."""
+    return [{"path": str(Path(path).resolve()), "sha256": file_sha256(path)} for path in paths]
+
+
 def build_source_record(
     data_paths: list[str | Path], seed: int, command: str | None, init_from: str | None = None
 ) -> dict[str, Any]:
     """Return the command, data files with their sha256, seed, starting weights and software versions of a run."""
     record = {
         "command": command or "vla_distill.training.train_teacher (Python API)",
-        "data": [{"path": str(Path(path).resolve()), "sha256": file_sha256(path)} for path in data_paths],
+        "data": data_file_records(data_paths),
         "seed": seed,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from vla_distill.policies.io import create_policy_from_config, load_initial_weights, save_policy
-from vla_distill.data.demos import TARGET_OFFSET_DIM, open_episodes
+from vla_distill.data.demos import TARGET_OFFSET_DIM, episode_file_paths
 from vla_distill.training.checkpointing import (
     atomic_write_text,
     list_checkpoints,
@@ -81,11 +81,7 @@ def train_teacher(
     Several ``data_paths`` are joined into one dataset.
     """
     run_dir = Path(out_dir)
-    data_paths = [Path(data_paths)] if isinstance(data_paths, (str, Path)) else [Path(p) for p in data_paths]
-    for data_path in data_paths:
-        if not data_path.is_file():
-            raise FileNotFoundError(f"demonstration file not found: {data_path}")
-        open_episodes(data_path).close()  # reject a foreign file before the run folder is written
+    data_paths = episode_file_paths(data_paths)  # rejects a missing or foreign file before the run folder is written
     checkpoint = prepare_run_dir(run_dir, config, data_paths, resume, command)
     trainer = Trainer(config, data_paths, run_dir, checkpoint)
     try:
@@ -155,9 +151,9 @@ def check_same_data(run_dir: Path, data_paths: list[Path]) -> None:
     saved = [item["sha256"] for item in source.get("data", [])] or [source.get("data_sha256")]
     current = [file_sha256(path) for path in data_paths]
     if saved != current:
-        given = ", ".join(f"{path} ({digest[:12]}...)" for path, digest in zip(data_paths, current))
+        files = ", ".join(f"{path} ({digest[:12]}...)" for path, digest in zip(data_paths, current))
         raise ValueError(
-            f"cannot resume: {given} is not the data the run started with "
+            f"cannot resume: {files} is not the data the run started with "
             f"(sha256 {', '.join(str(digest)[:12] + '...' for digest in saved)})"
         )
 
