@@ -150,7 +150,7 @@ def test_old_label_format_raises(tmp_path, teacher_dir):
 def test_reference_preset_enables_offset_term():
     config = load_distill_config("student-reference")
     assert config.loss.target_offset_weight == 1.0
-    assert config.total_steps == 12000
+    assert config.total_steps == 50000  # 4 on-policy rounds after round 0, 10,000 steps each
 
 
 def test_changed_teacher_gets_new_label_file(reference_run, teacher_dir, tmp_path):
@@ -362,3 +362,32 @@ def test_foreign_demos_file_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="not a readable HDF5 file"):
         distill(str(teacher), "distill-test", out, demos=notes)
     assert not out.exists()
+
+
+def test_round0_from_copies_labels_without_labelling(reference_run, teacher_dir, demos_path, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("round 0 demonstrations were labelled again")
+
+    monkeypatch.setattr(collection, "demonstration_steps", refuse)
+    reused = distill(teacher_dir, preset_config(), tmp_path / "reused", demos=demos_path, round0_from=reference_run.out_dir)
+    assert_same_weights(student_weights(reused.out_dir), student_weights(reference_run.out_dir))
+    with h5py.File(reused.label_path, "r") as copy, h5py.File(reference_run.label_path, "r") as original:
+        np.testing.assert_array_equal(copy["teacher_logits"][:], original["teacher_logits"][:])
+        np.testing.assert_array_equal(copy["episode_round"][:], original["episode_round"][:])
+    source = json.loads((reused.out_dir / "source.json").read_text())
+    assert source["round0_labels_from"] == str(reference_run.label_path.resolve())
+
+
+def test_round0_from_rejects_other_demonstrations(reference_run, teacher_dir, demos_path, tmp_path):
+    other = tmp_path / "other.h5"
+    shutil.copy(demos_path, other)
+    with h5py.File(other, "a") as f:
+        f.attrs["note"] = "changed copy"
+    with pytest.raises(ValueError, match="other demonstration files"):
+        distill(teacher_dir, preset_config(), tmp_path / "a", demos=other, round0_from=reference_run.out_dir)
+    with pytest.raises(ValueError, match="no label file of this teacher"):
+        distill(teacher_dir, preset_config(), tmp_path / "b", demos=demos_path, round0_from=tmp_path)
+    with pytest.raises(ValueError, match="needs the demonstration files"):
+        distill(teacher_dir, preset_config(), tmp_path / "c", round0_from=reference_run.out_dir)
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()

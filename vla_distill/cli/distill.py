@@ -42,6 +42,12 @@ def add_parser(subparsers) -> None:
         metavar="PATH",
         help="demonstration HDF5 files for round 0, joined into one dataset (default: round 0 rolls out the teacher)",
     )
+    parser.add_argument(
+        "--round0-from",
+        metavar="RUN",
+        help="copy round 0's labels from an earlier run folder of the same teacher whose round 0 labelled "
+        "the same --demos files, instead of labelling them again (default: label them)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its newest checkpoint")
     for flag, field_name, value_type, metavar, text in FIELD_OPTIONS:
         parser.add_argument(flag, dest=field_name, type=value_type, metavar=metavar, help=f"{text} (default: the value in --student-config)")
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         stop_after_step=args.stop_after,
         command=command_line(args),
         progress=sys.stderr.isatty(),
+        round0_from=args.round0_from,
     )
     summary = {
         "out": str(result.out_dir),
@@ -104,6 +111,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--student-config", args.student_config]
     if args.demos is not None:
         parts += ["--demos", *args.demos]
+    if args.round0_from is not None:
+        parts += ["--round0-from", args.round0_from]
     if args.resume:
         parts.append("--resume")
     for flag, field_name, _, _, _ in FIELD_OPTIONS:

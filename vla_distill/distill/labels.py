@@ -250,9 +250,32 @@ class LabelStore:
             self.file.close()
 
 
-def _open_labels(path: Path, teacher_key: str) -> h5py.File:
+def read_committed_round0(path: Path, teacher_key: str) -> LabelledRound:
+    """Return round 0 of another run's label file, which must hold labels of ``teacher_key``."""
+    with _open_labels(path, teacher_key, mode="r") as f:
+        if int(f.attrs["collected_rounds"]) < 1:
+            raise ValueError(f"{path} has no committed round 0 to reuse")
+        episode_round = f["episode_round"][: int(f.attrs["n_episodes"])]
+        n_episodes = int(np.count_nonzero(episode_round == 0))
+        n_rows = int(np.count_nonzero(f["round"][: int(f.attrs["n_rows"])] == 0))
+        steps = CollectedSteps(
+            images=f["images"][:n_rows],
+            states=f["states"][:n_rows],
+            expert_actions=f["expert_actions"][:n_rows],
+            has_expert=f["has_expert"][:n_rows],
+            target_offsets=f["target_offsets"][:n_rows],
+            episode_index=f["episode_index"][:n_rows],
+            episode_task=[_text(value) for value in f["episode_task"][:n_episodes]],
+            episode_instruction=[_text(value) for value in f["episode_instruction"][:n_episodes]],
+            episode_seed=f["episode_seed"][:n_episodes],
+            episode_success=f["episode_success"][:n_episodes],
+        )
+        return LabelledRound(0, steps, f["teacher_logits"][:n_rows], f["teacher_features"][:n_rows])
+
+
+def _open_labels(path: Path, teacher_key: str, mode: str = "a") -> h5py.File:
     try:
-        f = h5py.File(path, "a")
+        f = h5py.File(path, mode)
     except OSError as error:
         raise ValueError(f"{path} is not a readable HDF5 file ({error}); delete it to label again") from error
     if f.attrs.get("format") != LABEL_FORMAT:

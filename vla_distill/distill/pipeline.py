@@ -38,7 +38,7 @@ from vla_distill.distill.adapter import build_adapter
 from vla_distill.distill.collection import collect_round
 from vla_distill.distill.config import DistillConfig, load_distill_config
 from vla_distill.distill.losses import OFFSET_FEATURE
-from vla_distill.distill.labels import LabelStore, label_file_path, teacher_label_key
+from vla_distill.distill.labels import LabelStore, label_file_path, read_committed_round0, teacher_label_key
 from vla_distill.distill.run_logs import ROUNDS_FILE, RunLogs, read_rounds
 from vla_distill.distill.trainer import DistillTrainer, LabelBatches
 from vla_distill.evaluation import evaluate, summarize
@@ -101,6 +101,7 @@ def distill(
     stop_after_step: int | None = None,
     command: str | None = None,
     progress: bool = False,
+    round0_from: str | Path | None = None,
 ) -> DistillResult:
     """Distill ``teacher`` into a new student and return where the outputs are.
 
@@ -116,6 +117,9 @@ def distill(
             the schedule of the whole run, so ``resume=True`` continues it later.
         command: command line recorded in ``source.json``.
         progress: show tqdm progress bars on stderr.
+        round0_from: folder of an earlier run of the same teacher whose round 0 was labelled
+            from the same ``demos`` files; its round 0 labels are copied instead of labelling
+            the demonstrations again.
 
     Raises ValueError before any collection when teacher and student are incompatible.
     """
@@ -127,7 +131,7 @@ def distill(
         torch.set_num_threads(config.num_threads)
     check_compatible(read_policy_config(teacher), config.student_config())
     demos_paths = episode_file_paths(demos)  # rejects a missing or foreign file before the run folder is written
-    run = DistillRun(teacher, config, Path(out_dir), resume, demos_paths, command, progress)
+    run = DistillRun(teacher, config, Path(out_dir), resume, demos_paths, command, progress, round0_from)
     try:
         return run.execute(stop_after_step)
     finally:
@@ -138,7 +142,8 @@ class DistillRun:
     """State of one distillation run: teacher, student, trainer, label store, logs, round and phase."""
 
     def __init__(self, teacher: str | Path, config: DistillConfig, out_dir: Path, resume: bool,
-                 demos_paths: list[Path], command: str | None, progress: bool) -> None:
+                 demos_paths: list[Path], command: str | None, progress: bool,
+                 round0_from: str | Path | None = None) -> None:
         self.config = config
         self.out_dir = out_dir
         self.demos_paths = demos_paths
@@ -146,7 +151,12 @@ class DistillRun:
         self.teacher = load_frozen_teacher(teacher)
         self.teacher_key = teacher_label_key(teacher, self.teacher.processor)
         self.label_path = label_file_path(out_dir, self.teacher_key)
-        checkpoint = prepare_run_dir(out_dir, config, teacher, self.teacher_key, demos_paths, resume, command)
+        self.round0_labels = None
+        if round0_from is not None:
+            self.round0_labels = reusable_round0_labels(Path(round0_from), self.teacher_key, demos_paths)
+        checkpoint = prepare_run_dir(
+            out_dir, config, teacher, self.teacher_key, demos_paths, resume, command, self.round0_labels
+        )
 
         teacher_outputs = dry_run(self.teacher)
         self.student, adapter, offset_head = build_student_and_heads(config, teacher_outputs)
@@ -189,7 +199,11 @@ class DistillRun:
         if self.store.collected_rounds > round_index:
             logger.info("round %d is already in %s, so its collection is skipped", round_index, self.label_path)
             return
-        labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_paths, self.progress)
+        if round_index == 0 and self.round0_labels is not None:
+            logger.info("round 0: copying the labels of %s", self.round0_labels)
+            labelled = read_committed_round0(self.round0_labels, self.teacher_key)
+        else:
+            labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_paths, self.progress)
         self.store.append_round(labelled)
 
     def check_label_file(self) -> None:
@@ -366,8 +380,35 @@ def label_shapes(teacher_config, teacher_outputs) -> dict[str, tuple]:
     }
 
 
+def reusable_round0_labels(run_dir: Path, teacher_key: str, demos_paths: list[Path]) -> Path:
+    """Return the label file of ``run_dir`` whose round 0 can be copied into a new run.
+
+    Raises ValueError unless that run labelled the same demonstration files, in the same order,
+    with the same teacher."""
+    if not demos_paths:
+        raise ValueError("reusing round 0 labels needs the demonstration files they were made from (--demos)")
+    labels = label_file_path(run_dir, teacher_key)
+    if not labels.is_file():
+        raise ValueError(
+            f"{run_dir} has no label file of this teacher ({labels.name} not found); it is not a distillation "
+            "run of the same teacher and processor"
+        )
+    source_path = run_dir / SOURCE_FILE
+    recorded = json.loads(source_path.read_text(encoding="utf-8")).get("data", []) if source_path.is_file() else []
+    recorded_digests = [item["sha256"] for item in recorded]
+    current = data_file_records(demos_paths)
+    if recorded_digests != [item["sha256"] for item in current]:
+        raise ValueError(
+            f"the round 0 labels of {run_dir} were made from other demonstration files "
+            f"({', '.join(item['path'] for item in recorded) or 'teacher rollouts'}) than --demos "
+            f"({', '.join(item['path'] for item in current)}); pass the same files in the same order"
+        )
+    return labels
+
+
 def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, teacher_key: str,
-                    demos_paths: list[Path], resume: bool, command: str | None) -> dict[str, Any] | None:
+                    demos_paths: list[Path], resume: bool, command: str | None,
+                    round0_labels: Path | None = None) -> dict[str, Any] | None:
     """Create a new run folder, or check a resumed one and return its newest checkpoint."""
     checkpoints = list_checkpoints(out_dir / CHECKPOINT_DIR)
     if not resume:
@@ -378,7 +419,7 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
             )
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
-        source = build_source(config, teacher, teacher_key, demos_paths, command)
+        source = build_source(config, teacher, teacher_key, demos_paths, command, round0_labels)
         atomic_write_text(out_dir / SOURCE_FILE, json.dumps(source, indent=2) + "\n")
         return None
 
@@ -411,7 +452,7 @@ def check_resumed_demos(out_dir: Path, demos_paths: list[Path], collected_rounds
 
 
 def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
-                 demos_paths: list[Path], command: str | None) -> dict[str, Any]:
+                 demos_paths: list[Path], command: str | None, round0_labels: Path | None = None) -> dict[str, Any]:
     """Return the record of how the run was started: teacher, data, seeds, command and versions."""
     return {
         "command": command or "vla_distill.distill.distill (Python API)",
@@ -420,6 +461,7 @@ def build_source(config: DistillConfig, teacher: str | Path, teacher_key: str,
         "teacher_sha256": checkpoint_hash(teacher),
         "teacher_label_key": teacher_key,
         "data": data_file_records(demos_paths),
+        "round0_labels_from": None if round0_labels is None else str(round0_labels.resolve()),
         "seeds": {"seed": config.seed, "rollout_seed": config.rollout_seed, "eval_seed": config.eval_seed},
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": software_versions(),
