@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import pytest
 import torch
 
@@ -35,7 +36,7 @@ def test_quickstart_writes_summary(quickstart_dir):
 
 def test_quickstart_writes_artifacts(quickstart_dir):
     expected = [
-        "report.md", "summary.json", "run_info.json", "demos.h5", "rounds.csv", "metrics.csv",
+        "report.md", "summary.json", "run_info.json", "demos.h5", "driven.h5", "rounds.csv", "metrics.csv",
         "student/model.safetensors", "student.onnx", "student.int8.onnx",
         "student.export_report.json", "student.int8.export_report.json",
         "success_vs_latency.png", "success_vs_size.png", "per_task_success.png", "training_curves.png",
@@ -46,6 +47,15 @@ def test_quickstart_writes_artifacts(quickstart_dir):
         assert (quickstart_dir / "eval" / role / "eval_info.json").is_file(), role
         assert (quickstart_dir / "latency" / f"{role}.json").is_file(), role
     assert list((quickstart_dir / "videos").glob("student_*.mp4"))
+
+
+def test_quickstart_round0_joins_demonstrations_and_teacher_driven_episodes(quickstart_dir):
+    source = json.loads((quickstart_dir / "source.json").read_text())
+    assert [item["path"].rsplit("/", 1)[-1] for item in source["data"]] == ["demos.h5", "driven.h5"]
+    with h5py.File(quickstart_dir / "driven.h5", "r") as f:
+        config = json.loads(f.attrs["config"])
+    assert config["expert_share"] == pytest.approx(0.2)
+    assert config["driver"] is not None
 
 
 def test_quickstart_policies_see_the_same_episodes(quickstart_dir):

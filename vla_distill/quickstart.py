@@ -36,21 +36,33 @@ class QuickstartPreset:
     """Untimed calls before timing."""
     videos: int
     """Student rollout videos per task family."""
+    demo_noise: float = 0.2
+    """Std of the Gaussian noise on the executed expert actions of the demonstrations."""
+    driven_episodes: int = 0
+    """Episodes per task driven by the teacher and labelled by the expert (0 for none). They add
+    the states the teacher itself reaches, including its mistakes, to round 0."""
 
 
 PRESETS = {
     # Sized to finish within about 15 minutes on an idle 2-core machine, set-up included
     # (an estimate from stage timings measured under load; see benchmarks/RESULTS.md).
     "demo": QuickstartPreset(demo_episodes=10, distill_config="student-small", rounds=1, eval_episodes=5, bench_runs=100, bench_warmup=10, videos=1),
-    "reference": QuickstartPreset(demo_episodes=100, distill_config="student-reference", rounds=2, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1),
-    "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1),
+    # About an hour on an idle 2-core machine.
+    "reference": QuickstartPreset(demo_episodes=600, distill_config="student-reference", rounds=4, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1, demo_noise=0.3, driven_episodes=200),
+    "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1, driven_episodes=1),
 }
 # Rough share of the wall time of each stage, used only for the ETA in progress lines.
-STAGE_WEIGHTS = {"demos": 0.05, "distill": 0.5, "export": 0.05, "eval": 0.3, "bench": 0.08, "report": 0.02}
+STAGE_WEIGHTS = {"demos": 0.08, "distill": 0.6, "export": 0.03, "eval": 0.19, "bench": 0.08, "report": 0.02}
 ROLES = ("teacher", "student", "student_onnx", "student_int8")
 # Dynamic INT8 of MatMul/Gemm only: on an AVX2 CPU without VNNI, static QDQ made a small
 # student about 2x slower than float32 in ONNX Runtime 1.32, while dynamic stayed close.
 INT8_MODE = "dynamic"
+# Probability that the expert's action is executed on a teacher-driven step, so driven
+# episodes also pass through the states the expert leads to.
+DRIVEN_EXPERT_SHARE = 0.2
+# Seed of the first teacher-driven episode, after the run's seed; far from the demonstration
+# and evaluation seeds.
+DRIVEN_SEED_OFFSET = 200_000
 VIDEO_TASKS = ("reach-red", "push-green", "lift-blue")
 
 
@@ -110,21 +122,36 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def stage_demos(run: QuickstartRun) -> Path:
-    """Collect expert demonstrations for distillation round 0 (resumable)."""
+def stage_demos(run: QuickstartRun) -> list[Path]:
+    """Collect the expert-labelled episodes of distillation round 0 (resumable): expert
+    demonstrations, then the preset's teacher-driven episodes. Returns the files in order."""
+    preset = run.preset
+    if stage_finished(run.out, "distill") and stage_finished(run.out, "export"):
+        # Nothing left reads the episodes, so a rerun neither collects nor loads the teacher.
+        names = ["demos.h5", "driven.h5"] if preset.driven_episodes > 0 else ["demos.h5"]
+        return [run.out / name for name in names]
+    paths = [collect_episodes(run, "demos.h5", preset.demo_episodes, run.seed, ["--noise", str(preset.demo_noise)])]
+    if preset.driven_episodes > 0:
+        driver = ["--driver", run.teacher, "--expert-share", str(DRIVEN_EXPERT_SHARE)]
+        paths.append(collect_episodes(run, "driven.h5", preset.driven_episodes, run.seed + DRIVEN_SEED_OFFSET, driver))
+    return paths
+
+
+def collect_episodes(run: QuickstartRun, name: str, episodes: int, seed: int, options: list[str]) -> Path:
+    """Run ``vla-distill collect`` into ``run.out / name``, resuming a partial file."""
     from vla_distill.cli.main import main as cli  # noqa: PLC0415
 
-    path = run.out / "demos.h5"
-    args = ["collect", "--suite", "tabletop", "--tasks", ",".join(run.tasks), "--episodes", str(run.preset.demo_episodes),
-            "--seed", str(run.seed), "--noise", "0.2", "--num-envs", str(run.num_envs), "--out", str(path)]
+    path = run.out / name
+    args = ["collect", "--suite", "tabletop", "--tasks", ",".join(run.tasks), "--episodes", str(episodes),
+            "--seed", str(seed), "--num-envs", str(run.num_envs), "--out", str(path), *options]
     if path.exists():
         args.append("--resume")
     if cli(args) != 0:
-        raise RuntimeError("collecting demonstrations failed; see the log above")
+        raise RuntimeError(f"collecting {name} failed; see the log above")
     return path
 
 
-def stage_distill(run: QuickstartRun, demos: Path) -> None:
+def stage_distill(run: QuickstartRun, demos: list[Path]) -> None:
     """Distill the teacher into the student under run.out (resumable)."""
     from vla_distill.distill import distill, load_distill_config  # noqa: PLC0415
 
@@ -139,16 +166,16 @@ def stage_distill(run: QuickstartRun, demos: Path) -> None:
         # Labels written before the first checkpoint cannot be resumed from; they are redone.
         for stale in run.out.glob("labels-*.h5"):
             stale.unlink()
-    distill(run.teacher, config, run.out, resume=resume, demos=str(demos), command=run.command, progress=sys.stderr.isatty())
+    distill(run.teacher, config, run.out, resume=resume, demos=demos, command=run.command, progress=sys.stderr.isatty())
 
 
-def stage_export(run: QuickstartRun, demos: Path) -> None:
+def stage_export(run: QuickstartRun, demos: list[Path]) -> None:
     """Export the student to float32 and INT8 ONNX, each with its own export report."""
     from vla_distill.export import ExportConfig, export_policy  # noqa: PLC0415
     from vla_distill.export.frames import frames_from_demos  # noqa: PLC0415
 
     # The demonstration frames serve as parity (and calibration) frames, so no new rollouts run.
-    frames = frames_from_demos(demos)
+    frames = frames_from_demos(demos[0])
     for role, quantize in (("student_onnx", "none"), ("student_int8", INT8_MODE)):
         out = Path(run.policy_path(role))
         if out.is_file():
@@ -233,7 +260,7 @@ def stage_report(run: QuickstartRun, infos: dict, latency: dict, wall_time_s: fl
 
 
 STAGES = (
-    ("demos", "collect expert demonstrations"),
+    ("demos", "collect expert-labelled episodes"),
     ("distill", "distill the teacher into the student"),
     ("export", "export float32 and INT8 ONNX"),
     ("eval", "evaluate teacher, student, ONNX and INT8 on the same episodes"),
