@@ -55,7 +55,8 @@ def row_configs(args) -> dict[str, object]:
                                   num_threads=args.num_threads, loss=weights)
         for name, weights in OFFLINE_ROWS.items()
     }
-    configs[f"KD + {args.rounds} on-policy rounds"] = on_policy
+    plural = "s" if args.rounds != 1 else ""
+    configs[f"KD + {args.rounds} on-policy round{plural}"] = on_policy
     return configs
 
 
