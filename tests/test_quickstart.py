@@ -73,3 +73,21 @@ def test_quickstart_rerun_skips_finished_stages(quickstart_dir, capsys):
                  "--tasks", "reach-red,lift-blue", "--num-envs", "1"]) == 0
     assert (quickstart_dir / "student.onnx").stat().st_mtime_ns == student
     assert (quickstart_dir / "summary.json").stat().st_mtime_ns >= before
+
+
+def test_stage_clock_eta_ignores_skipped_stages(monkeypatch):
+    from vla_distill import quickstart
+
+    now = [0.0]
+    monkeypatch.setattr(quickstart.time, "perf_counter", lambda: now[0])
+    lines = []
+    clock = quickstart.StageClock(lines.append)
+    clock.end("demos", skipped=True)  # left by a previous run: no time spent
+    now[0] = 60.0
+    clock.end("distill")
+    clock.begin(3, "export")
+    # 60 s for the distill weight, so the remaining weight takes 60 s * remaining / distill weight.
+    weights = quickstart.STAGE_WEIGHTS
+    remaining = 1 - weights["demos"] - weights["distill"]
+    expected_min = 60.0 / weights["distill"] * remaining / 60
+    assert lines[-1] == f"[3/6] export (elapsed 1.0 min, ETA {expected_min:.1f} min)"

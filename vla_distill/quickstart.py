@@ -92,21 +92,29 @@ class QuickstartRun:
 
 
 class StageClock:
-    """Announce each stage with elapsed time and an ETA from the stage weights."""
+    """Announce each stage with elapsed time and an ETA from the stage weights.
+
+    The ETA extrapolates from the stages that did work in this process. A stage whose outputs
+    a previous run left behind takes no time, so it counts as finished but not as a sample of
+    the rate.
+    """
 
     def __init__(self, report: Callable[[str], None]):
         self.start = time.perf_counter()
         self.done_weight = 0.0
+        self.worked_weight = 0.0
         self.report = report
 
     def begin(self, index: int, name: str) -> None:
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done_weight * (1 - self.done_weight) if self.done_weight > 0 else None
+        eta = elapsed / self.worked_weight * (1 - self.done_weight) if self.worked_weight > 0 else None
         eta_text = f", ETA {eta / 60:.1f} min" if eta is not None else ""
         self.report(f"[{index}/{len(STAGE_WEIGHTS)}] {name} (elapsed {elapsed / 60:.1f} min{eta_text})")
 
-    def end(self, name: str) -> None:
+    def end(self, name: str, skipped: bool = False) -> None:
         self.done_weight += STAGE_WEIGHTS[name]
+        if not skipped:
+            self.worked_weight += STAGE_WEIGHTS[name]
 
     @property
     def elapsed_s(self) -> float:
@@ -307,7 +315,7 @@ def run_quickstart(run: QuickstartRun, report: Callable[[str], None] = logger.in
         started = time.perf_counter()
         actions[name]()
         times = record_stage_time(run.out, name, time.perf_counter() - started, was_finished)
-        clock.end(name)
+        clock.end(name, skipped=was_finished)
     clock.begin(len(STAGES) + 1, "write summary, plots and report")
     summary = stage_report(run, outputs["infos"], outputs["latency"], sum(times.values()), run.command)
     clock.end("report")
