@@ -91,3 +91,13 @@ def test_stage_clock_eta_ignores_skipped_stages(monkeypatch):
     remaining = 1 - weights["demos"] - weights["distill"]
     expected_min = 60.0 / weights["distill"] * remaining / 60
     assert lines[-1] == f"[3/6] export (elapsed 1.0 min, ETA {expected_min:.1f} min)"
+
+
+def test_driven_episodes_only_for_the_preset_families():
+    from vla_distill.quickstart import QuickstartRun, driven_tasks
+
+    tasks = ("reach-red", "push-green", "lift-blue")
+    reference = QuickstartRun(out=None, teacher="reference", preset_name="reference", seed=0, num_envs=1, tasks=tasks)
+    assert driven_tasks(reference) == ["push-green", "lift-blue"]
+    demo = QuickstartRun(out=None, teacher="reference", preset_name="demo", seed=0, num_envs=1, tasks=tasks)
+    assert driven_tasks(demo) == []
