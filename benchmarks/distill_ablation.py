@@ -63,7 +63,7 @@ def row_configs(args) -> dict[str, object]:
 def distill_row(name: str, config, args) -> tuple[Path, float | None]:
     """Distill one row's student, or reuse ``--on-policy-student`` for the on-policy row.
 
-    A row whose folder holds a finished student is not distilled again and an interrupted one
+    A row whose folder contains a finished student is not distilled again and an interrupted one
     is resumed. The wall time is the sum of the run's per-round times in rounds.csv.
     """
     if config.rounds > 0 and args.on_policy_student:

@@ -364,11 +364,11 @@ def test_foreign_demos_file_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_round0_from_copies_labels_without_labelling(reference_run, teacher_dir, demos_path, tmp_path, monkeypatch):
-    def refuse(*args, **kwargs):
+def test_round0_from_copies_labels(reference_run, teacher_dir, demos_path, tmp_path, monkeypatch):
+    def fail_if_called(*args, **kwargs):
         raise AssertionError("round 0 demonstrations were labelled again")
 
-    monkeypatch.setattr(collection, "demonstration_steps", refuse)
+    monkeypatch.setattr(collection, "demonstration_steps", fail_if_called)
     reused = distill(teacher_dir, preset_config(), tmp_path / "reused", demos=demos_path, round0_from=reference_run.out_dir)
     assert_same_weights(student_weights(reused.out_dir), student_weights(reference_run.out_dir))
     with h5py.File(reused.label_path, "r") as copy, h5py.File(reference_run.label_path, "r") as original:
@@ -378,7 +378,7 @@ def test_round0_from_copies_labels_without_labelling(reference_run, teacher_dir,
     assert source["round0_labels_from"] == str(reference_run.label_path.resolve())
 
 
-def test_round0_from_rejects_other_demonstrations(reference_run, teacher_dir, demos_path, tmp_path):
+def test_round0_from_rejects_other_data(reference_run, teacher_dir, demos_path, tmp_path):
     other = tmp_path / "other.h5"
     shutil.copy(demos_path, other)
     with h5py.File(other, "a") as f:

@@ -232,18 +232,7 @@ class LabelStore:
         # to keep are a prefix and one slice reads them.
         end = int(keep[-1]) + 1 if len(keep) else 0
         instructions = [_text(value) for value in f["episode_instruction"][:n_episodes]]
-        return LabelSet(
-            images=f["images"][:end],
-            states=f["states"][:end],
-            expert_actions=f["expert_actions"][:end],
-            has_expert=f["has_expert"][:end],
-            target_offsets=f["target_offsets"][:end],
-            teacher_logits=f["teacher_logits"][:end],
-            teacher_features=f["teacher_features"][:end],
-            round=rounds[:end],
-            episode_index=f["episode_index"][:end],
-            episode_instruction=instructions,
-        )
+        return LabelSet(**_read_rows(f, end), round=rounds[:end], episode_instruction=instructions)
 
     def close(self) -> None:
         if self.file.id.valid:
@@ -251,26 +240,30 @@ class LabelStore:
 
 
 def read_committed_round0(path: Path, teacher_key: str) -> LabelledRound:
-    """Return round 0 of another run's label file, which must hold labels of ``teacher_key``."""
+    """Return round 0 of another run's label file, which must contain labels of ``teacher_key``."""
     with _open_labels(path, teacher_key, mode="r") as f:
         if int(f.attrs["collected_rounds"]) < 1:
             raise ValueError(f"{path} has no committed round 0 to reuse")
         episode_round = f["episode_round"][: int(f.attrs["n_episodes"])]
         n_episodes = int(np.count_nonzero(episode_round == 0))
         n_rows = int(np.count_nonzero(f["round"][: int(f.attrs["n_rows"])] == 0))
+        rows = _read_rows(f, n_rows)
+        logits, features = rows.pop("teacher_logits"), rows.pop("teacher_features")
         steps = CollectedSteps(
-            images=f["images"][:n_rows],
-            states=f["states"][:n_rows],
-            expert_actions=f["expert_actions"][:n_rows],
-            has_expert=f["has_expert"][:n_rows],
-            target_offsets=f["target_offsets"][:n_rows],
-            episode_index=f["episode_index"][:n_rows],
+            **rows,
             episode_task=[_text(value) for value in f["episode_task"][:n_episodes]],
             episode_instruction=[_text(value) for value in f["episode_instruction"][:n_episodes]],
             episode_seed=f["episode_seed"][:n_episodes],
             episode_success=f["episode_success"][:n_episodes],
         )
-        return LabelledRound(0, steps, f["teacher_logits"][:n_rows], f["teacher_features"][:n_rows])
+        return LabelledRound(0, steps, logits, features)
+
+
+def _read_rows(f: h5py.File, end: int) -> dict[str, np.ndarray]:
+    """Return the first ``end`` rows of every per-step field except ``round``."""
+    names = ("images", "states", "expert_actions", "has_expert", "target_offsets",
+             "teacher_logits", "teacher_features", "episode_index")
+    return {name: f[name][:end] for name in names}
 
 
 def _open_labels(path: Path, teacher_key: str, mode: str = "a") -> h5py.File:
