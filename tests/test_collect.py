@@ -184,8 +184,8 @@ def test_driver_options_are_checked(tmp_path, capsys):
     out = str(tmp_path / "x.h5")
     assert main(["collect", "--episodes", "1", "--out", out, "--expert-share", "0.5"]) == 2
     assert "--expert-share requires --driver" in capsys.readouterr().err
-    assert main(["collect", "--episodes", "1", "--out", out, "--driver", "reference", "--noise", "0.1"]) == 2
-    assert "use --expert-share instead" in capsys.readouterr().err
+    assert main(["collect", "--episodes", "1", "--out", out, "--driver", "expert"]) == 2
+    assert "the expert drives by default" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -205,6 +205,26 @@ def test_expert_share_draws_ignore_worker_count(tmp_path, tiny_driver):
     in_process, workers = load_demos(tmp_path / "in_process.h5"), load_demos(tmp_path / "workers.h5")
     np.testing.assert_array_equal(in_process.actions, workers.actions)
     np.testing.assert_array_equal(in_process.states, workers.states)
+
+
+def test_driver_noise_moves_states_but_keeps_clean_labels(tmp_path, tiny_driver):
+    from vla_distill.sim.tabletop.env import TabletopEnv  # noqa: PLC0415
+
+    command = ["collect", "--tasks", "push-red", "--episodes", "1", "--seed", "6", "--driver", str(tiny_driver)]
+    assert main([*command, "--out", str(tmp_path / "clean.h5")]) == 0
+    assert main([*command, "--noise", "0.3", "--out", str(tmp_path / "noisy.h5")]) == 0
+    assert main([*command, "--noise", "0.3", "--num-envs", "2", "--out", str(tmp_path / "workers.h5")]) == 0
+    clean, noisy, workers = (load_demos(tmp_path / name) for name in ("clean.h5", "noisy.h5", "workers.h5"))
+    assert not np.array_equal(clean.states[-1], noisy.states[-1])
+    np.testing.assert_array_equal(noisy.states, workers.states)
+    env = TabletopEnv(task="push-red")
+    obs, _ = env.reset(seed=6)
+    np.testing.assert_array_equal(obs["image"], noisy.images[0])
+    np.testing.assert_array_equal(noisy.actions[0], env.expert_actions(0.0)[1])
+    env.close()
+    resumed = ["collect", "--tasks", "push-red", "--episodes", "2", "--seed", "6", "--driver", str(tiny_driver), "--resume"]
+    assert main([*resumed, "--out", str(tmp_path / "noisy.h5")]) == 2
+    assert load_demos(tmp_path / "noisy.h5").n_episodes == 1
 
 
 def test_failed_driver_leaves_no_file(tmp_path, capsys):

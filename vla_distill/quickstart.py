@@ -43,15 +43,18 @@ class QuickstartPreset:
     the states the teacher itself reaches, including its mistakes, to round 0."""
     driven_families: tuple[str, ...] = ("reach", "push", "lift")
     """Task families that get teacher-driven episodes."""
+    driven_noise: float = 0.0
+    """Std of the Gaussian noise on the executed actions of the teacher-driven episodes. It pushes
+    the teacher off its own path, so round 0 also holds the expert's recoveries from there."""
 
 
 PRESETS = {
     # Sized to finish within about 15 minutes on an idle 2-core machine, set-up included
     # (an estimate from stage timings measured under load; see benchmarks/RESULTS.md).
     "demo": QuickstartPreset(demo_episodes=10, distill_config="student-small", rounds=1, eval_episodes=5, bench_runs=100, bench_warmup=10, videos=1),
-    # About 45 minutes on an idle 2-core machine. Teacher-driven episodes only for push and
+    # About 50 minutes on an idle 2-core machine. Teacher-driven episodes only for push and
     # lift, where the teacher makes mistakes; it succeeds in every reach.
-    "reference": QuickstartPreset(demo_episodes=600, distill_config="student-reference", rounds=4, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift")),
+    "reference": QuickstartPreset(demo_episodes=600, distill_config="student-reference", rounds=4, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3),
     "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1, driven_episodes=1),
 }
 # Rough share of the wall time of each stage, used only for the ETA in progress lines.
@@ -144,7 +147,7 @@ def stage_demos(run: QuickstartRun) -> list[Path]:
     paths = [collect_episodes(run, "demos.h5", run.tasks, preset.demo_episodes, run.seed, ["--noise", str(preset.demo_noise)])]
     tasks = driven_tasks(run)
     if tasks:
-        driver = ["--driver", run.teacher, "--expert-share", str(DRIVEN_EXPERT_SHARE)]
+        driver = ["--driver", run.teacher, "--expert-share", str(DRIVEN_EXPERT_SHARE), "--noise", str(preset.driven_noise)]
         seed = run.seed + DRIVEN_SEED_OFFSET
         paths.append(collect_episodes(run, "driven.h5", tasks, preset.driven_episodes, seed, driver))
     return paths

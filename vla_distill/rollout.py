@@ -63,24 +63,31 @@ class ExpertLabelledPolicy:
     """A policy that drives while the scripted expert labels every visited state (DAgger).
 
     On each step and in each env, the expert's clean action is executed instead of the
-    driver's with probability ``expert_share``, drawn from the episode's own expert RNG. The
+    driver's with probability ``expert_share``, and Gaussian noise with std ``noise_std`` is
+    added to whichever action runs; both draws come from the episode's own expert RNG. The
     recorded label is always the clean expert action, so a policy trained on the result learns
-    to recover from its own mistakes.
+    to recover from the driver's mistakes and from the perturbed states around its path.
     """
 
-    def __init__(self, driver, expert_share: float = 0.0):
+    def __init__(self, driver, expert_share: float = 0.0, noise_std: float = 0.0):
         if not 0.0 <= expert_share <= 1.0:
             raise ValueError(f"--expert-share must be in [0, 1], got {expert_share}")
+        if noise_std < 0:
+            raise ValueError(f"--noise must be >= 0, got {noise_std}")
         self.driver = driver
         self.expert_share = expert_share
+        self.noise_std = noise_std
         self.name = f"{driver.name} labelled by expert"
 
     def act(self, envs: gym.vector.VectorEnv, obs: dict) -> tuple[np.ndarray, np.ndarray]:
-        """Return the actions to execute (the driver's, or by chance the expert's) and the expert labels."""
+        """Return the actions to execute (the driver's, or by chance the expert's, plus noise) and the expert labels."""
         clean = np.stack(envs.call("expert_actions", 0.0))[:, 1]
         driven = self.driver.act(envs, obs)
         use_expert = np.array(envs.call("expert_takes_over", self.expert_share), dtype=bool)
-        return np.where(use_expert[:, None], clean, driven).astype(np.float32), clean
+        executed = np.where(use_expert[:, None], clean, driven)
+        if self.noise_std > 0:
+            executed = np.clip(executed + np.stack(envs.call("action_noise", self.noise_std)), -1.0, 1.0)
+        return executed.astype(np.float32), clean
 
     def reset(self) -> None:
         if hasattr(self.driver, "reset"):

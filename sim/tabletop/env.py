@@ -248,6 +248,15 @@ class TabletopEnv(gym.Env):
             noisy = np.clip(clean + self._expert_rng.normal(0.0, noise_std, size=clean.shape), -1.0, 1.0)
         return np.stack([noisy, clean]).astype(np.float32)
 
+    def action_noise(self, noise_std: float) -> np.ndarray:
+        """Return float32 (7,) Gaussian noise with std ``noise_std`` from this episode's expert RNG.
+
+        No draw happens when ``noise_std`` is 0, so noiseless collection keeps its RNG stream.
+        """
+        if noise_std <= 0:
+            return np.zeros(len(ACTION_NAMES), dtype=np.float32)
+        return self._expert_rng.normal(0.0, noise_std, size=len(ACTION_NAMES)).astype(np.float32)
+
     def expert_takes_over(self, share: float) -> bool:
         """Return True with probability ``share``, drawn from this episode's expert RNG.
 

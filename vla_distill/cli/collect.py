@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--episodes", type=int, required=True, help="episodes per task")
     parser.add_argument("--seed", type=int, default=0, help="seed of episode 0 of every task; episode i uses seed+i (default: 0)")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. demos.h5")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to the executed expert actions, in action units; the clean action is recorded (default: 0.0)")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian noise added to the executed actions (the expert's, or with --driver the driver's), in action units; the clean expert action is recorded (default: 0.0)")
     parser.add_argument("--driver", help="policy that drives the episodes while the expert labels them: 'reference', a checkpoint folder or a .onnx file built for --image-size (default: the expert drives)")
     parser.add_argument("--expert-share", type=float, default=0.0, help="with --driver, probability that the expert's action is executed instead of the driver's on each step (default: 0.0)")
     parser.add_argument("--resume", action="store_true", help="append to an existing file, skipping the (task, seed) pairs it already contains")
@@ -48,8 +48,6 @@ def check_driver_options(args: argparse.Namespace) -> None:
         return
     if args.driver == "expert":
         raise ValueError("the expert drives by default; leave out --driver (use --noise for a noisy expert)")
-    if args.noise != 0.0:
-        raise ValueError("--noise applies only when the expert drives; with --driver use --expert-share instead")
     if not 0.0 <= args.expert_share <= 1.0:
         raise ValueError(f"--expert-share must be in [0, 1], got {args.expert_share}")
 
@@ -60,15 +58,15 @@ def collection_policy(args: argparse.Namespace):
         return ExpertPolicy(args.noise)
     from vla_distill.policy_loading import load_rollout_policy  # noqa: PLC0415  torch loads only when needed
 
-    return ExpertLabelledPolicy(load_rollout_policy(args.driver), args.expert_share)
+    return ExpertLabelledPolicy(load_rollout_policy(args.driver), args.expert_share, args.noise)
 
 
 def check_same_driver(path: Path, config: dict) -> None:
-    """Raise ValueError if a file being resumed was collected with another driver or share."""
+    """Raise ValueError if a file being resumed was collected with another driver, share or noise."""
     if not path.is_file():
         return
     stored = json.loads(read_attrs(path).get("config", "{}"))
-    for key in ("driver", "expert_share"):
+    for key in ("driver", "expert_share", "noise"):
         before, now = stored.get(key), config[key]
         if (before or None) != (now or None):
             raise ValueError(f"cannot resume: {path} was collected with {key} {before!r}, requested {now!r}")
