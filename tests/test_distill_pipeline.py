@@ -345,11 +345,22 @@ def test_json_config_merges_loss_fields(tmp_path):
         ({"tasks": "fly-red"}, "unknown task"),
         ({"teacher_action_share": 1.5}, "teacher_action_share"),
         ({"warmup_steps": 9}, "warmup_steps 9 exceeds"),
+        ({"rollout_tasks": "push-red"}, "are not among the run's tasks"),
     ],
 )
 def test_invalid_config_raises(overrides, message):
     with pytest.raises(ValueError, match=message):
         preset_config(**overrides)
+
+
+def test_rollout_tasks_limit_on_policy_rounds_not_evaluation(teacher_dir, demos_path, tmp_path):
+    result = distill(teacher_dir, preset_config(rollout_tasks="lift-blue"), tmp_path / "run", demos=demos_path)
+    with h5py.File(result.label_path, "r") as labels:
+        rounds = labels["episode_round"][:]
+        tasks = [name.decode() for name in labels["episode_task"][:]]
+    assert sorted({task for task, r in zip(tasks, rounds) if r == 0}) == sorted(TASKS)
+    assert [task for task, r in zip(tasks, rounds) if r == 1] == ["lift-blue"]
+    assert all(row["n_episodes"] == len(TASKS) for row in result.rounds)
 
 
 def test_foreign_demos_file_writes_nothing(tmp_path):

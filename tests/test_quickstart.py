@@ -75,6 +75,19 @@ def test_quickstart_rerun_skips_finished_stages(quickstart_dir, capsys):
     assert (quickstart_dir / "summary.json").stat().st_mtime_ns >= before
 
 
+def test_reference_rounds_roll_out_driven_families_only(tmp_path):
+    from vla_distill.quickstart import QuickstartRun, distill_config  # noqa: PLC0415
+    from vla_distill.sim.tabletop.tasks import ALL_TASKS  # noqa: PLC0415
+
+    run = QuickstartRun(tmp_path, "reference", "reference", seed=0, num_envs=2, tasks=tuple(ALL_TASKS))
+    config = distill_config(run)
+    assert config.task_names() == list(ALL_TASKS)
+    assert {task.split("-")[0] for task in config.rollout_task_names()} == {"push", "lift"}
+    assert config.episodes_per_task == run.preset.round_episodes
+    reach_only = QuickstartRun(tmp_path, "reference", "reference", seed=0, num_envs=2, tasks=("reach-red",))
+    assert distill_config(reach_only).rollout_task_names() == ["reach-red"]
+
+
 def test_stage_clock_eta_ignores_skipped_stages(monkeypatch):
     from vla_distill import quickstart
 

@@ -43,6 +43,10 @@ class QuickstartPreset:
     the states the teacher itself reaches, including its mistakes, to round 0."""
     driven_families: tuple[str, ...] = ("reach", "push", "lift")
     """Task families that get teacher-driven episodes."""
+    rounds_on_driven_families: bool = False
+    """Roll out the on-policy rounds only on the tasks of ``driven_families``."""
+    round_episodes: int | None = None
+    """Student-driven episodes per task in each on-policy round; None keeps the distillation preset's."""
     driven_noise: float = 0.0
     """Std of the Gaussian noise on the executed actions of the teacher-driven episodes. It pushes
     the teacher off its own path, so round 0 also holds the expert's recoveries from there."""
@@ -52,9 +56,14 @@ PRESETS = {
     # Sized to finish within about 15 minutes on an idle 2-core machine, set-up included
     # (an estimate from stage timings measured under load; see benchmarks/RESULTS.md).
     "demo": QuickstartPreset(demo_episodes=10, distill_config="student-small", rounds=1, eval_episodes=5, bench_runs=100, bench_warmup=10, videos=1),
-    # About 50 minutes on an idle 2-core machine. Teacher-driven episodes only for push and
-    # lift, where the teacher makes mistakes; it succeeds in every reach.
-    "reference": QuickstartPreset(demo_episodes=600, distill_config="student-reference", rounds=4, eval_episodes=50, bench_runs=500, bench_warmup=50, videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3),
+    # About 65 minutes on an idle 2-core machine. Teacher-driven episodes and on-policy rounds
+    # only for push and lift, where the teacher and students make mistakes; both succeed in
+    # nearly every reach.
+    "reference": QuickstartPreset(
+        demo_episodes=600, distill_config="student-reference", rounds=6, eval_episodes=50, bench_runs=500, bench_warmup=50,
+        videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3,
+        rounds_on_driven_families=True, round_episodes=90,
+    ),
     "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1, driven_episodes=1),
 }
 # Rough share of the wall time of each stage, used only for the ETA in progress lines.
@@ -174,16 +183,27 @@ def collect_episodes(run: QuickstartRun, name: str, tasks, episodes: int, seed: 
     return path
 
 
+def distill_config(run: QuickstartRun):
+    """Return the DistillConfig of the run: the preset's distillation config with its rounds,
+    on-policy episodes and rollout tasks, and the run's seed, workers and tasks."""
+    from vla_distill.distill import load_distill_config  # noqa: PLC0415
+
+    preset = run.preset
+    rollout_tasks = driven_tasks(run) if preset.rounds_on_driven_families else []
+    return load_distill_config(
+        preset.distill_config, rounds=preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=",".join(run.tasks),
+        episodes_per_task=preset.round_episodes, rollout_tasks=",".join(rollout_tasks) or None,
+    )
+
+
 def stage_distill(run: QuickstartRun, demos: list[Path]) -> None:
     """Distill the teacher into the student under run.out (resumable)."""
-    from vla_distill.distill import distill, load_distill_config  # noqa: PLC0415
+    from vla_distill.distill import distill  # noqa: PLC0415
 
     if (run.out / "student" / "model.safetensors").is_file():
         logger.info("student already distilled in %s; skipping", run.out / "student")
         return
-    config = load_distill_config(
-        run.preset.distill_config, rounds=run.preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=",".join(run.tasks)
-    )
+    config = distill_config(run)
     resume = any((run.out / "checkpoints").glob("*.pt"))
     if not resume:
         # Labels written before the first checkpoint cannot be resumed from; they are redone.

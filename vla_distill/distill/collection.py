@@ -122,7 +122,8 @@ def demonstration_steps(paths: list[Path], policy_config) -> CollectedSteps:
 def rollout_steps(policy, round_index: int, config: DistillConfig, policy_config, progress: bool) -> CollectedSteps:
     """Run the round's seeded episodes with ``policy`` and return every visited step."""
     seeds = config.round_seeds(round_index)
-    episodes = [(task, seed) for task in config.task_names() for seed in seeds]
+    tasks = config.task_names() if round_index == 0 else config.rollout_task_names()
+    episodes = [(task, seed) for task in tasks for seed in seeds]
     bar = tqdm(total=len(episodes), desc=f"round {round_index} rollouts", unit="episode", disable=not progress, dynamic_ncols=True)
     try:
         records = run_episodes(

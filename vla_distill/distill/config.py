@@ -56,6 +56,9 @@ class DistillConfig:
     """Teacher-driven episodes per task in round 0, used only when no demonstration file is given."""
     episodes_per_task: int = 2
     """Student-driven episodes per task in each on-policy round."""
+    rollout_tasks: str | None = None
+    """Tasks or families (comma-separated) that the on-policy rounds roll out, a subset of
+    ``tasks``; None for all of them. Evaluation always covers every task of ``tasks``."""
     teacher_action_share: float = 0.5
     """Probability that an env executes the teacher's action in on-policy round 1."""
     teacher_share_decay: float = 0.5
@@ -119,6 +122,10 @@ class DistillConfig:
         """Return the task names that ``tasks`` selects."""
         return resolve_tasks(self.tasks)
 
+    def rollout_task_names(self) -> list[str]:
+        """Return the task names whose episodes the on-policy rounds roll out."""
+        return self.task_names() if self.rollout_tasks is None else resolve_tasks(self.rollout_tasks)
+
     def teacher_share(self, round_index: int) -> float:
         """Return the probability of executing the teacher's action in on-policy round ``round_index``."""
         return self.teacher_action_share * self.teacher_share_decay ** (round_index - 1)
@@ -151,6 +158,12 @@ class DistillConfig:
         unknown = sorted(set(self.task_names()) - set(suite_tasks(self.suite)))
         if unknown:
             raise ValueError(f"tasks {unknown} are not part of suite {self.suite!r}")
+        if self.rollout_tasks is not None:
+            if not isinstance(self.rollout_tasks, str):
+                raise ValueError(f"rollout_tasks must be a comma-separated string or null, got {self.rollout_tasks!r}")
+            outside = sorted(set(self.rollout_task_names()) - set(self.task_names()))
+            if outside:
+                raise ValueError(f"rollout_tasks {outside} are not among the run's tasks {self.task_names()}")
         _check_integers(
             self,
             rounds=0,
