@@ -49,7 +49,7 @@ class QuickstartPreset:
     """Student-driven episodes per task in each on-policy round; None keeps the distillation preset's."""
     driven_noise: float = 0.0
     """Std of the Gaussian noise on the executed actions of the teacher-driven episodes. It pushes
-    the teacher off its own path, so round 0 also holds the expert's recoveries from there."""
+    the teacher off its own path, so round 0 also contains the expert's recoveries from there."""
 
 
 PRESETS = {
