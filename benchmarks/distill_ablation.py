@@ -20,7 +20,9 @@ The offline rows train for ``--offline-steps`` optimizer steps (default: the on-
 total, so every row gets the same number of steps). ``--round0-from`` copies the round 0
 labels of an earlier run on the same files instead of labelling them once per row.
 Every student is evaluated on the same ``--episodes`` episodes per task (seeds S..S+N-1).
-Writes ``ablation.json`` and ``ablation.md`` in ``--out``.
+``--rows`` picks rows by folder name (bc, kd, kd-relation, on-policy). Each row distills into
+``--out/<row>``; a finished row is reused and an interrupted one resumed. Writes
+``ablation.json`` and ``ablation.md`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -35,32 +37,31 @@ from vla_distill.evaluation import evaluate, summarize, write_eval_info
 from vla_distill.policy_loading import load_rollout_policy
 from vla_distill.sim import suite_tasks
 
+# Folder name, table name and loss weights of each offline row.
 OFFLINE_ROWS = {
-    "hard-label only": {"kd_loss_weight": 0.0, "feature_loss_weight": 0.0, "relation_loss_weight": 0.0, "hard_label_weight": 1.0},
-    "offline KD (soft + feature)": {"kd_loss_weight": 1.0, "feature_loss_weight": 0.1, "relation_loss_weight": 0.0, "hard_label_weight": 0.0},
-    "offline KD + relation": {"kd_loss_weight": 1.0, "feature_loss_weight": 0.1, "relation_loss_weight": 0.1, "hard_label_weight": 0.0},
+    "bc": ("hard-label only", {"kd_loss_weight": 0.0, "feature_loss_weight": 0.0, "relation_loss_weight": 0.0, "hard_label_weight": 1.0}),
+    "kd": ("offline KD (soft + feature)", {"kd_loss_weight": 1.0, "feature_loss_weight": 0.1, "relation_loss_weight": 0.0, "hard_label_weight": 0.0}),
+    "kd-relation": ("offline KD + relation", {"kd_loss_weight": 1.0, "feature_loss_weight": 0.1, "relation_loss_weight": 0.1, "hard_label_weight": 0.0}),
 }
+ON_POLICY_ROW = "on-policy"
+ROW_KEYS = (*OFFLINE_ROWS, ON_POLICY_ROW)
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
-def row_configs(args) -> dict[str, object]:
-    """Return the DistillConfig of every row, the on-policy row last."""
+def row_configs(args) -> dict[str, tuple[str, object]]:
+    """Return the table name and DistillConfig of each row in ``args.rows``, keyed by folder name."""
     on_policy = load_distill_config(args.config, seed=args.train_seed, rounds=args.rounds, num_threads=args.num_threads)
     offline_steps = args.offline_steps or on_policy.total_steps
     configs = {
-        name: load_distill_config(args.config, seed=args.train_seed, rounds=0, steps_per_round=offline_steps,
-                                  num_threads=args.num_threads, loss=weights)
-        for name, weights in OFFLINE_ROWS.items()
+        key: (name, load_distill_config(args.config, seed=args.train_seed, rounds=0, steps_per_round=offline_steps,
+                                        num_threads=args.num_threads, loss=weights))
+        for key, (name, weights) in OFFLINE_ROWS.items()
     }
     plural = "s" if args.rounds != 1 else ""
-    configs[f"KD + {args.rounds} on-policy round{plural}"] = on_policy
-    return configs
+    configs[ON_POLICY_ROW] = (f"KD + {args.rounds} on-policy round{plural}", on_policy)
+    return {key: configs[key] for key in ROW_KEYS if key in args.rows}
 
 
-def distill_row(name: str, config, args) -> tuple[Path, float | None]:
+def distill_row(key: str, name: str, config, args) -> tuple[Path, float | None]:
     """Distill one row's student, or reuse ``--on-policy-student`` for the on-policy row.
 
     A row whose folder contains a finished student is not distilled again and an interrupted one
@@ -69,7 +70,7 @@ def distill_row(name: str, config, args) -> tuple[Path, float | None]:
     if config.rounds > 0 and args.on_policy_student:
         student = Path(args.on_policy_student)
         return student, run_wall_time_s(student.parent)
-    folder = Path(args.out) / slug(name)
+    folder = Path(args.out) / key
     if not (folder / "student" / "model.safetensors").is_file():
         resume = any((folder / "checkpoints").glob("*.pt"))
         distill(args.teacher, config, folder, resume=resume, demos=args.demos, round0_from=args.round0_from,
@@ -83,12 +84,12 @@ def run_wall_time_s(run_dir: Path) -> float | None:
     return sum(float(row["wall_time_s"]) for row in read_rounds(path)) if path.is_file() else None
 
 
-def evaluate_row(name: str, config, args) -> dict:
-    student, wall_time_s = distill_row(name, config, args)
+def evaluate_row(key: str, name: str, config, args) -> dict:
+    student, wall_time_s = distill_row(key, name, config, args)
     policy = load_rollout_policy(str(student), num_threads=1)
     records = evaluate(policy, suite_tasks("tabletop"), args.episodes, args.seed, num_envs=args.num_envs)
     info = summarize(str(student), "tabletop", args.seed, args.episodes, records)
-    write_eval_info(info, Path(args.out) / slug(name) / "eval")
+    write_eval_info(info, Path(args.out) / key / "eval")
     return {
         "row": name, "student": str(student), "success_rate": info["success_rate"], "ci95": info["ci95"],
         "per_task": info["per_task"], "params": sum(p.numel() for p in policy.policy.parameters()),
@@ -122,6 +123,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-seed", type=int, default=0, help="distillation seed (default: 0)")
     parser.add_argument("--num-envs", type=int, default=1, help="evaluation worker processes (default: 1)")
     parser.add_argument("--num-threads", type=int, default=2, help="torch threads for distillation (default: 2)")
+    parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=list(ROW_KEYS),
+                        help=f"rows to run, in table order whatever the order given (default: all of {', '.join(ROW_KEYS)})")
     parser.add_argument("--on-policy-student", default=None, help="reuse this student for the on-policy row")
     return parser.parse_args()
 
@@ -131,8 +134,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for name, config in row_configs(args).items():
-        results.append(evaluate_row(name, config, args))
+    for key, (name, config) in row_configs(args).items():
+        results.append(evaluate_row(key, name, config, args))
         print(json.dumps(results[-1]), flush=True)
         (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(results)
