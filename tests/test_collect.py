@@ -207,7 +207,7 @@ def test_expert_share_draws_ignore_worker_count(tmp_path, tiny_driver):
     np.testing.assert_array_equal(in_process.states, workers.states)
 
 
-def test_driver_noise_moves_states_but_keeps_clean_labels(tmp_path, tiny_driver):
+def test_driver_noise_keeps_clean_labels(tmp_path, tiny_driver):
     from vla_distill.sim.tabletop.env import TabletopEnv  # noqa: PLC0415
 
     command = ["collect", "--tasks", "push-red", "--episodes", "1", "--seed", "6", "--driver", str(tiny_driver)]

@@ -353,7 +353,7 @@ def test_invalid_config_raises(overrides, message):
         preset_config(**overrides)
 
 
-def test_rollout_tasks_limit_on_policy_rounds_not_evaluation(teacher_dir, demos_path, tmp_path):
+def test_rollout_tasks_spare_evaluation(teacher_dir, demos_path, tmp_path):
     result = distill(teacher_dir, preset_config(rollout_tasks="lift-blue"), tmp_path / "run", demos=demos_path)
     with h5py.File(result.label_path, "r") as labels:
         rounds = labels["episode_round"][:]

@@ -75,7 +75,7 @@ def test_quickstart_rerun_skips_finished_stages(quickstart_dir, capsys):
     assert (quickstart_dir / "summary.json").stat().st_mtime_ns >= before
 
 
-def test_reference_rounds_roll_out_driven_families_only(tmp_path):
+def test_reference_rounds_skip_reach(tmp_path):
     from vla_distill.quickstart import QuickstartRun, distill_config  # noqa: PLC0415
     from vla_distill.sim.tabletop.tasks import ALL_TASKS  # noqa: PLC0415
 

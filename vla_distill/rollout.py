@@ -73,7 +73,7 @@ class ExpertLabelledPolicy:
         if not 0.0 <= expert_share <= 1.0:
             raise ValueError(f"--expert-share must be in [0, 1], got {expert_share}")
         if noise_std < 0:
-            raise ValueError(f"--noise must be >= 0, got {noise_std}")
+            raise ValueError(f"invalid --noise {noise_std}: the std must be >= 0")
         self.driver = driver
         self.expert_share = expert_share
         self.noise_std = noise_std

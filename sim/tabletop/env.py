@@ -245,17 +245,17 @@ class TabletopEnv(gym.Env):
         clean = np.clip(self._expert.act(self), -1.0, 1.0)
         noisy = clean
         if noise_std > 0:
-            noisy = np.clip(clean + self._expert_rng.normal(0.0, noise_std, size=clean.shape), -1.0, 1.0)
+            noisy = np.clip(clean + self.action_noise(noise_std), -1.0, 1.0)
         return np.stack([noisy, clean]).astype(np.float32)
 
     def action_noise(self, noise_std: float) -> np.ndarray:
-        """Return float32 (7,) Gaussian noise with std ``noise_std`` from this episode's expert RNG.
+        """Return float64 (7,) Gaussian noise with std ``noise_std``, drawn from this episode's expert RNG.
 
-        No draw happens when ``noise_std`` is 0, so noiseless collection keeps its RNG stream.
+        A std of 0 draws nothing, so collection without noise leaves the RNG stream unchanged.
         """
         if noise_std <= 0:
-            return np.zeros(len(ACTION_NAMES), dtype=np.float32)
-        return self._expert_rng.normal(0.0, noise_std, size=len(ACTION_NAMES)).astype(np.float32)
+            return np.zeros(len(ACTION_NAMES))
+        return self._expert_rng.normal(0.0, noise_std, size=len(ACTION_NAMES))
 
     def expert_takes_over(self, share: float) -> bool:
         """Return True with probability ``share``, drawn from this episode's expert RNG.

@@ -58,7 +58,7 @@ class DistillConfig:
     """Student-driven episodes per task in each on-policy round."""
     rollout_tasks: str | None = None
     """Tasks or families (comma-separated) that the on-policy rounds roll out, a subset of
-    ``tasks``; None for all of them. Evaluation always covers every task of ``tasks``."""
+    ``tasks``. None rolls out all of them. Evaluation always covers every task of ``tasks``."""
     teacher_action_share: float = 0.5
     """Probability that an env executes the teacher's action in on-policy round 1."""
     teacher_share_decay: float = 0.5
@@ -160,10 +160,13 @@ class DistillConfig:
             raise ValueError(f"tasks {unknown} are not part of suite {self.suite!r}")
         if self.rollout_tasks is not None:
             if not isinstance(self.rollout_tasks, str):
-                raise ValueError(f"rollout_tasks must be a comma-separated string or null, got {self.rollout_tasks!r}")
+                raise ValueError(f"invalid rollout_tasks {self.rollout_tasks!r}: expected a comma-separated string or null")
             outside = sorted(set(self.rollout_task_names()) - set(self.task_names()))
             if outside:
-                raise ValueError(f"rollout_tasks {outside} are not among the run's tasks {self.task_names()}")
+                raise ValueError(
+                    f"rollout_tasks {outside} are not among the run's tasks {self.task_names()}; "
+                    "remove them from rollout_tasks or add them to tasks"
+                )
         _check_integers(
             self,
             rounds=0,
