@@ -44,7 +44,7 @@ class QuickstartPreset:
     driven_families: tuple[str, ...] = ("reach", "push", "lift")
     """Task families that get teacher-driven episodes."""
     rounds_on_driven_families: bool = False
-    """Roll out the on-policy rounds only on the tasks of ``driven_families``."""
+    """Switch that limits the on-policy rounds to the tasks of ``driven_families``."""
     round_episodes: int | None = None
     """Student-driven episodes per task in each on-policy round. None keeps the distillation preset's."""
     driven_noise: float = 0.0
@@ -59,8 +59,8 @@ PRESETS = {
     # About 65 minutes on an idle 2-core machine. Teacher-driven episodes and on-policy rounds
     # cover only push and lift, where the teacher and students make mistakes. Both succeed in
     # nearly every reach.
-    # NOTE: one run of this preset kept 0.935 of the teacher's success, below the 0.95 aim;
-    # push is where the student falls short (benchmarks/RESULTS.md).
+    # NOTE: one run of this preset kept 0.935 of the teacher's success, below the 0.95 aim.
+    # Push is where the student falls short (benchmarks/RESULTS.md).
     "reference": QuickstartPreset(
         demo_episodes=600, distill_config="student-reference", rounds=6, eval_episodes=50, bench_runs=500, bench_warmup=50,
         videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3,

@@ -64,7 +64,7 @@ class ExpertLabelledPolicy:
 
     On each step and in each env, the expert's clean action is executed instead of the
     driver's with probability ``expert_share``, and Gaussian noise with std ``noise_std`` is
-    added to whichever action runs; both draws come from the episode's own expert RNG. The
+    added to whichever action runs. Both draws come from the episode's own expert RNG. The
     recorded label is always the clean expert action, so a policy trained on the result learns
     to recover from the driver's mistakes and from the perturbed states around its path.
     """
