@@ -47,6 +47,8 @@ class QuickstartPreset:
     """Switch that limits the on-policy rounds to the tasks of ``driven_families``."""
     round_episodes: int | None = None
     """Student-driven episodes per task in each on-policy round. None keeps the distillation preset's."""
+    ema_decay: float | None = None
+    """Decay of the moving average of the student's weights. None keeps the distillation preset's."""
     driven_noise: float = 0.0
     """Std of the Gaussian noise on the executed actions of the teacher-driven episodes. It pushes
     the teacher off its own path, so round 0 also contains the expert's recoveries from there."""
@@ -64,7 +66,7 @@ PRESETS = {
     "reference": QuickstartPreset(
         demo_episodes=600, distill_config="student-reference", rounds=6, eval_episodes=50, bench_runs=500, bench_warmup=50,
         videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3,
-        rounds_on_driven_families=True, round_episodes=90,
+        rounds_on_driven_families=True, round_episodes=150, ema_decay=0.999,
     ),
     "test": QuickstartPreset(demo_episodes=1, distill_config="distill-test", rounds=1, eval_episodes=1, bench_runs=5, bench_warmup=1, videos=1, driven_episodes=1),
 }
@@ -189,7 +191,7 @@ def collect_episodes(run: QuickstartRun, name: str, tasks, episodes: int, seed: 
 
 def distill_config(run: QuickstartRun):
     """Return the DistillConfig of the run: the preset's distillation config with its rounds,
-    on-policy episodes and rollout tasks, and the run's seed, workers and tasks."""
+    on-policy episodes, rollout tasks and weight average, and the run's seed, workers and tasks."""
     from vla_distill.distill import load_distill_config  # noqa: PLC0415
 
     preset = run.preset
@@ -197,6 +199,7 @@ def distill_config(run: QuickstartRun):
     return load_distill_config(
         preset.distill_config, rounds=preset.rounds, seed=run.seed, num_envs=run.num_envs, tasks=",".join(run.tasks),
         episodes_per_task=preset.round_episodes, rollout_tasks=",".join(rollout_tasks) or None,
+        ema_decay=preset.ema_decay,
     )
 
 

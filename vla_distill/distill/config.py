@@ -87,6 +87,10 @@ class DistillConfig:
     """AdamW coefficients (beta1, beta2) of the running gradient averages."""
     warmup_steps: int = 100
     """Optimizer steps of linear learning-rate warm-up at the start of round 0."""
+    ema_decay: float = 0.0
+    """Decay of the exponential moving average of the student's weights, or 0 for none. With a
+    decay, the average rolls out the on-policy rounds, is evaluated after each round and is
+    saved as the student, while training updates the raw weights."""
     grad_clip_norm: float = 1.0
     """Maximum global L2 norm of student and adapter gradients, or 0 to disable clipping."""
     augment_shift_px: int = 0
@@ -196,11 +200,14 @@ class DistillConfig:
             self,
             lr=(0.0, math.inf),
             min_lr_ratio=(0.0, 1.0),
+            ema_decay=(0.0, 1.0),
             weight_decay=(0.0, math.inf),
             grad_clip_norm=(0.0, math.inf),
         )
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.ema_decay >= 1:
+            raise ValueError(f"ema_decay must be below 1 (0 for no average), got {self.ema_decay!r}")
         if self.warmup_steps > self.total_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} exceeds the run's {self.total_steps} optimizer "
@@ -284,7 +291,7 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
         "loss": {"target_offset_weight": 1.0},
     },
     # A tiny student, two tasks, one episode per task and a handful of steps: for tests and
-    # as a smoke test of a new teacher. It runs every loss term.
+    # as a smoke test of a new teacher. It runs every loss term and the weight average.
     "distill-test": {
         "student_preset": "tiny",
         "tasks": "reach-red,lift-blue",
@@ -299,6 +306,7 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
         "log_every": 2,
         "checkpoint_every": 3,
         "keep_last_checkpoints": 0,
+        "ema_decay": 0.5,
         "loss": {"relation_loss_weight": 0.1, "target_offset_weight": 0.5},
     },
 }

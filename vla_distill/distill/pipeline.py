@@ -192,7 +192,9 @@ class DistillRun:
                     logger.info("stopped after step %d as requested. Resume the run to continue it", self.trainer.step)
                     return self.result(finished=False)
             self.finish_round(round_index)
-        return self.result(finished=True, student_dir=self.save_student())
+        with self.trainer.acting_student():
+            student_dir = self.save_student()
+        return self.result(finished=True, student_dir=student_dir)
 
     def collect(self, round_index: int) -> None:
         """Append the round's labelled steps to the label file unless it already contains them."""
@@ -203,7 +205,8 @@ class DistillRun:
             logger.info("round 0: copying the labels of %s", self.round0_labels)
             labelled = read_committed_round0(self.round0_labels, self.teacher_key)
         else:
-            labelled = collect_round(round_index, self.config, self.teacher, self.student, self.demos_paths, self.progress)
+            with self.trainer.acting_student() as student:
+                labelled = collect_round(round_index, self.config, self.teacher, student, self.demos_paths, self.progress)
         self.store.append_round(labelled)
 
     def check_label_file(self) -> None:
@@ -232,8 +235,9 @@ class DistillRun:
         self.save_checkpoint()
 
     def finish_round(self, round_index: int) -> None:
-        """Evaluate the student, write its rounds.csv row and checkpoint the start of the next round."""
-        row = self.evaluate(round_index)
+        """Evaluate the acting student, write its rounds.csv row and checkpoint the start of the next round."""
+        with self.trainer.acting_student():
+            row = self.evaluate(round_index)
         self.logs.log_round(row)
         logger.info(
             "round %d: success rate %.3f (95%% CI [%.3f, %.3f]) on %d episodes after %d steps, %.0f s",

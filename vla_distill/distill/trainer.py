@@ -14,9 +14,10 @@ and ``s``, so a resumed run draws the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from vla_distill.distill.run_logs import LOSS_TERMS, RunLogs
 from vla_distill.policies.contract import ATTENTION_MASK, IMAGE, INPUT_IDS, STATE, VISUAL_FEATURES
 from vla_distill.training.data import AUGMENT_STREAM, EpochOrder, random_shift
 from vla_distill.training.optimization import build_optimizer, build_scheduler
+from vla_distill.training.weight_average import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,8 @@ class LabelBatches:
 
 
 class DistillTrainer:
-    """Student, feature adapter, offset head, loss, AdamW and the warm-up plus cosine schedule over all rounds."""
+    """Student, feature adapter, offset head, loss, AdamW, the warm-up plus cosine schedule over all
+    rounds and, with ``ema_decay`` > 0, the moving average of the student's weights."""
 
     def __init__(
         self, config: DistillConfig, student: nn.Module, adapter: nn.Module | None, offset_head: nn.Module | None = None
@@ -112,7 +115,17 @@ class DistillTrainer:
         self.trained = nn.ModuleDict({name: module for name, module in trained.items() if module is not None})
         self.optimizer = build_optimizer(self.trained, config)
         self.scheduler = build_scheduler(self.optimizer, config)
+        self.weight_average = WeightAverage(student, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
+
+    @contextlib.contextmanager
+    def acting_student(self) -> Iterator[nn.Module]:
+        """Yield the student that acts (rolls out, is evaluated and saved): the weight average if kept."""
+        if self.weight_average is None:
+            yield self.student
+            return
+        with self.weight_average.applied() as student:
+            yield student
 
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
         """Run forward, backward, gradient clipping and one AdamW and schedule step, and return the scalars."""
@@ -132,6 +145,8 @@ class DistillTrainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained.parameters(), max_norm)
         self.optimizer.step()
         self.scheduler.step()
+        if self.weight_average is not None:
+            self.weight_average.update()
         self.step += 1
         return {name: float(value) for name, value in loss_dict.items()} | {"grad_norm": float(grad_norm)}
 
@@ -184,13 +199,14 @@ class DistillTrainer:
         )
 
     def state_dict(self) -> dict:
-        """Return the training state: student, adapter, offset head, optimizer, scheduler and step."""
+        """Return the training state: student, adapter, offset head, optimizer, scheduler, weight average and step."""
         return {
             "student": self.student.state_dict(),
             "adapter": None if self.adapter is None else self.adapter.state_dict(),
             "offset_head": None if self.offset_head is None else self.offset_head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "weight_average": None if self.weight_average is None else self.weight_average.state_dict(),
             "step": self.step,
         }
 
@@ -203,6 +219,11 @@ class DistillTrainer:
             self.offset_head.load_state_dict(state["offset_head"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.weight_average is not None:
+            saved = state.get("weight_average")
+            if saved is None:
+                raise ValueError("the checkpoint holds no weight average, so a run with ema_decay > 0 cannot resume from it")
+            self.weight_average.load_state_dict(saved)
         self.step = int(state["step"])
 
 

@@ -1,0 +1,72 @@
+"""Exponential moving average of a model's weights.
+
+Closed-loop success of a policy changes from one optimizer step to the next more than its
+loss does: a small change of an action near a decision point compounds over an episode. An
+average of the weights over the last steps (horizon about ``1 / (1 - decay)`` steps) removes
+that step-to-step noise. The average is kept beside the model and swapped into it only while
+it acts: rollouts, evaluation and saving. Training always updates the model's own weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    """Exponential moving average of every floating-point entry of a model's state dict.
+
+    The decay of update ``n`` is ``min(decay, (1 + n) / (10 + n))``, so the first updates
+    follow the model closely instead of averaging in its random initialisation. Integer
+    entries are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+        self.model = model
+        self.decay = decay
+        self.updates = 0
+        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    def current_decay(self) -> float:
+        """Return the decay that the next update applies."""
+        count = self.updates + 1
+        return min(self.decay, (1 + count) / (10 + count))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average towards the model's current weights."""
+        weight = 1.0 - self.current_decay()
+        for name, value in self.model.state_dict().items():
+            average = self.average[name]
+            if average.is_floating_point():
+                average.lerp_(value.detach(), weight)
+            else:
+                average.copy_(value)
+        self.updates += 1
+
+    @contextmanager
+    def applied(self) -> Iterator[nn.Module]:
+        """Load the averaged weights into the model for the duration of the block, then restore its own."""
+        own = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        self.model.load_state_dict(self.average, strict=True)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(own, strict=True)
+
+    def state_dict(self) -> dict:
+        """Return the decay, the update count and the averaged weights."""
+        return {"decay": self.decay, "updates": self.updates, "average": self.average}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the state returned by ``state_dict``."""
+        if set(state["average"]) != set(self.average):
+            raise ValueError("the saved weight average belongs to a model with other parameters")
+        self.decay = float(state["decay"])
+        self.updates = int(state["updates"])
+        self.average = {name: value.detach().clone() for name, value in state["average"].items()}
