@@ -208,6 +208,15 @@ def test_same_seed_gives_identical_weights(reference_run, teacher_dir, demos_pat
     assert_same_weights(student_weights(again.out_dir), student_weights(reference_run.out_dir))
 
 
+def test_saved_student_is_weight_average(reference_run):
+    last = sorted((reference_run.out_dir / "checkpoints").glob("step_*.pt"))[-1]
+    state = torch.load(last, weights_only=False)
+    average = state["weight_average"]["average"]
+    saved = student_weights(reference_run.out_dir)
+    assert_same_weights(saved, {name: average[name] for name in saved})
+    assert any(not torch.equal(saved[name], state["student"][name]) for name in saved)
+
+
 def test_resume_after_stop_matches_uninterrupted(reference_run, teacher_dir, demos_path, tmp_path):
     out_dir = tmp_path / "stopped"
     stopped = distill(teacher_dir, preset_config(), out_dir, demos=demos_path, stop_after_step=5)
@@ -346,6 +355,7 @@ def test_json_config_merges_loss_fields(tmp_path):
         ({"teacher_action_share": 1.5}, "teacher_action_share"),
         ({"warmup_steps": 9}, "warmup_steps 9 exceeds"),
         ({"rollout_tasks": "push-red"}, "are not among the run's tasks"),
+        ({"ema_decay": 1.0}, "invalid ema_decay 1.0"),
     ],
 )
 def test_invalid_config_raises(overrides, message):

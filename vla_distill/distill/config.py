@@ -207,7 +207,7 @@ class DistillConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.ema_decay >= 1:
-            raise ValueError(f"ema_decay must be below 1 (0 for no average), got {self.ema_decay!r}")
+            raise ValueError(f"invalid ema_decay {self.ema_decay!r}: expected a number below 1, or 0 for no average")
         if self.warmup_steps > self.total_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} exceeds the run's {self.total_steps} optimizer "

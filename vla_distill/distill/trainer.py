@@ -222,7 +222,10 @@ class DistillTrainer:
         if self.weight_average is not None:
             saved = state.get("weight_average")
             if saved is None:
-                raise ValueError("the checkpoint holds no weight average, so a run with ema_decay > 0 cannot resume from it")
+                raise ValueError(
+                    "cannot resume: the checkpoint contains no weight average although the config sets "
+                    "ema_decay > 0. Start a new run in another folder"
+                )
             self.weight_average.load_state_dict(saved)
         self.step = int(state["step"])
 

@@ -1,9 +1,8 @@
 """Exponential moving average of a model's weights.
 
-Closed-loop success of a policy changes from one optimizer step to the next more than its
-loss does: a small change of an action near a decision point compounds over an episode. An
-average of the weights over the last steps (horizon about ``1 / (1 - decay)`` steps) removes
-that step-to-step noise. The average is kept beside the model and swapped into it only while
+A small change of the weights can flip an action near a decision point of a task, and in
+closed loop that change compounds over the episode. An average of the weights over the last
+steps (horizon about ``1 / (1 - decay)`` steps) smooths out such step-to-step noise. The average is kept beside the model and swapped into it only while
 it acts: rollouts, evaluation and saving. Training always updates the model's own weights.
 """
 
@@ -26,7 +25,7 @@ class WeightAverage:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+            raise ValueError(f"invalid decay {decay!r}: expected a number in (0, 1)")
         self.model = model
         self.decay = decay
         self.updates = 0
@@ -52,12 +51,12 @@ class WeightAverage:
     @contextmanager
     def applied(self) -> Iterator[nn.Module]:
         """Load the averaged weights into the model for the duration of the block, then restore its own."""
-        own = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        raw = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
         self.model.load_state_dict(self.average, strict=True)
         try:
             yield self.model
         finally:
-            self.model.load_state_dict(own, strict=True)
+            self.model.load_state_dict(raw, strict=True)
 
     def state_dict(self) -> dict:
         """Return the decay, the update count and the averaged weights."""
