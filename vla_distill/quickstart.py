@@ -64,7 +64,7 @@ PRESETS = {
     # NOTE: one run of this preset kept 0.935 of the teacher's success, below the 0.95 aim.
     # Push is where the student falls short (benchmarks/RESULTS.md).
     "reference": QuickstartPreset(
-        demo_episodes=600, distill_config="student-reference", rounds=6, eval_episodes=50, bench_runs=500, bench_warmup=50,
+        demo_episodes=600, distill_config="student-reference", rounds=8, eval_episodes=50, bench_runs=500, bench_warmup=50,
         videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3,
         rounds_on_driven_families=True, round_episodes=150, ema_decay=0.999,
     ),
