@@ -215,6 +215,18 @@ def test_saved_student_is_weight_average(reference_run):
     saved = student_weights(reference_run.out_dir)
     assert_same_weights(saved, {name: average[name] for name in saved})
     assert any(not torch.equal(saved[name], state["student"][name]) for name in saved)
+    assert state["weight_average"]["decay"] == preset_config().ema_decay
+
+
+def test_resume_fills_fields_added_later(teacher_dir, demos_path, tmp_path):
+    out_dir = tmp_path / "older"
+    distill(teacher_dir, preset_config(ema_decay=0.0), out_dir, demos=demos_path, stop_after_step=3)
+    last = sorted((out_dir / "checkpoints").glob("step_*.pt"))[-1]
+    state = torch.load(last, weights_only=False)
+    del state["config"]["ema_decay"]  # as written before the field existed
+    torch.save(state, last)
+    resumed = distill(teacher_dir, preset_config(ema_decay=0.0), out_dir, resume=True, demos=demos_path)
+    assert resumed.finished
 
 
 def test_resume_after_stop_matches_uninterrupted(reference_run, teacher_dir, demos_path, tmp_path):
@@ -356,6 +368,7 @@ def test_json_config_merges_loss_fields(tmp_path):
         ({"warmup_steps": 9}, "warmup_steps 9 exceeds"),
         ({"rollout_tasks": "push-red"}, "are not among the run's tasks"),
         ({"ema_decay": 1.0}, "invalid ema_decay 1.0"),
+        ({"ema_decay": "0.9"}, "invalid ema_decay '0.9'"),
     ],
 )
 def test_invalid_config_raises(overrides, message):

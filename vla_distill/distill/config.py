@@ -200,14 +200,14 @@ class DistillConfig:
             self,
             lr=(0.0, math.inf),
             min_lr_ratio=(0.0, 1.0),
-            ema_decay=(0.0, 1.0),
             weight_decay=(0.0, math.inf),
             grad_clip_norm=(0.0, math.inf),
         )
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.ema_decay >= 1:
-            raise ValueError(f"invalid ema_decay {self.ema_decay!r}: expected a number below 1, or 0 for no average")
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"invalid ema_decay {decay!r}: expected a number in [0, 1), or 0 for no average")
         if self.warmup_steps > self.total_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} exceeds the run's {self.total_steps} optimizer "

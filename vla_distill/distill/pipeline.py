@@ -431,7 +431,8 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
         raise ValueError(f"cannot resume: no checkpoint in {out_dir / CHECKPOINT_DIR}; start without --resume")
     _, path = checkpoints[-1]
     checkpoint = load_training_checkpoint(path)
-    check_same_config(checkpoint["config"], config.to_dict(), path)
+    defaults = DistillConfig().to_dict()
+    check_same_config(checkpoint["config"], config.to_dict(), path, out_dir / CONFIG_FILE, defaults)
     if checkpoint["teacher_key"] != teacher_key:
         raise ValueError(
             f"cannot resume from {path}: the run was started with teacher key {checkpoint['teacher_key']}, "

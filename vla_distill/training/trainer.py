@@ -111,7 +111,7 @@ def prepare_run_dir(
         raise ValueError(f"cannot resume: no training checkpoint in {run_dir / CHECKPOINT_DIR}")
     step, path = checkpoints[-1]
     checkpoint = load_training_checkpoint(path)
-    check_same_config(checkpoint["train_config"], config.to_dict(), path)
+    check_same_config(checkpoint["train_config"], config.to_dict(), path, run_dir / TRAIN_CONFIG_FILE)
     check_same_data(run_dir, data_paths)
     record_resume(run_dir, command)
     logger.info("resuming from %s (step %d)", path, step)
@@ -128,8 +128,17 @@ def record_resume(run_dir: Path, command: str | None) -> None:
     atomic_write_text(source_path, json.dumps(source, indent=2) + "\n")
 
 
-def check_same_config(saved: dict[str, Any], requested: dict[str, Any], path: Path) -> None:
-    """Raise ValueError listing every field where the resumed config differs from the saved one."""
+def check_same_config(
+    saved: dict[str, Any], requested: dict[str, Any], path: Path, config_file: Path,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Raise ValueError listing every field where the resumed config of checkpoint ``path``
+    differs from the saved one, which the run also wrote to ``config_file``.
+
+    A field missing from ``saved`` (a run started before the field existed) counts as its
+    value in ``defaults``, so such a run resumes when the requested value is the default.
+    """
+    saved = {**(defaults or {}), **saved}
     differences = [
         f"{name}: saved={saved.get(name)!r} requested={requested.get(name)!r}"
         for name in sorted(set(saved) | set(requested))
@@ -138,7 +147,7 @@ def check_same_config(saved: dict[str, Any], requested: dict[str, Any], path: Pa
     if differences:
         raise ValueError(
             f"cannot resume from {path}: the training config differs ({'; '.join(differences)}); "
-            "resume with the saved config or start a new run in another --out folder"
+            f"resume with the config saved in {config_file} or start a new run in another --out folder"
         )
 
 
