@@ -71,5 +71,16 @@ def test_decay_outside_unit_interval_raises(decay):
 def test_other_model_state_is_rejected():
     average = WeightAverage(nn.Linear(2, 1), decay=0.9)
     other = WeightAverage(nn.Sequential(nn.Linear(2, 1)), decay=0.9)
-    with pytest.raises(ValueError, match="other parameters"):
+    with pytest.raises(ValueError, match="parameter names differ"):
         other.load_state_dict(average.state_dict())
+
+
+def test_update_sees_optimizer_steps():
+    layer = constant_linear(0.0)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=1.0)
+    average = WeightAverage(layer, decay=0.5)
+    layer(torch.ones(1, 2)).sum().backward()
+    optimizer.step()  # every weight and the bias move from 0 to -1
+    average.update()
+    assert layer.weight[0, 0].item() == -1.0
+    assert average.average["weight"][0, 0].item() == pytest.approx(-(1 - 2 / 11))

@@ -432,7 +432,7 @@ def prepare_run_dir(out_dir: Path, config: DistillConfig, teacher: str | Path, t
     _, path = checkpoints[-1]
     checkpoint = load_training_checkpoint(path)
     defaults = DistillConfig().to_dict()
-    check_same_config(checkpoint["config"], config.to_dict(), path, out_dir / CONFIG_FILE, defaults)
+    check_same_config(checkpoint["config"], config.to_dict(), defaults, path, out_dir / CONFIG_FILE)
     if checkpoint["teacher_key"] != teacher_key:
         raise ValueError(
             f"cannot resume from {path}: the run was started with teacher key {checkpoint['teacher_key']}, "

@@ -220,13 +220,8 @@ class DistillTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.weight_average is not None:
-            saved = state.get("weight_average")
-            if saved is None:
-                raise ValueError(
-                    "cannot resume: the checkpoint contains no weight average although the config sets "
-                    "ema_decay > 0. Start a new run in another folder"
-                )
-            self.weight_average.load_state_dict(saved)
+            # The resumed config equals the checkpoint's, so a run with ema_decay > 0 saved an average.
+            self.weight_average.load_state_dict(state["weight_average"])
         self.step = int(state["step"])
 
 

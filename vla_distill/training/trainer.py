@@ -111,7 +111,8 @@ def prepare_run_dir(
         raise ValueError(f"cannot resume: no training checkpoint in {run_dir / CHECKPOINT_DIR}")
     step, path = checkpoints[-1]
     checkpoint = load_training_checkpoint(path)
-    check_same_config(checkpoint["train_config"], config.to_dict(), path, run_dir / TRAIN_CONFIG_FILE)
+    defaults = TrainConfig().to_dict()
+    check_same_config(checkpoint["train_config"], config.to_dict(), defaults, path, run_dir / TRAIN_CONFIG_FILE)
     check_same_data(run_dir, data_paths)
     record_resume(run_dir, command)
     logger.info("resuming from %s (step %d)", path, step)
@@ -129,16 +130,15 @@ def record_resume(run_dir: Path, command: str | None) -> None:
 
 
 def check_same_config(
-    saved: dict[str, Any], requested: dict[str, Any], path: Path, config_file: Path,
-    defaults: dict[str, Any] | None = None,
+    saved: dict[str, Any], requested: dict[str, Any], defaults: dict[str, Any], path: Path, config_file: Path
 ) -> None:
-    """Raise ValueError listing every field where the resumed config of checkpoint ``path``
-    differs from the saved one, which the run also wrote to ``config_file``.
+    """Raise ValueError listing every field where the resumed config differs from the one saved
+    in checkpoint ``path`` and in ``config_file``.
 
     A field missing from ``saved`` (a run started before the field existed) counts as its
     value in ``defaults``, so such a run resumes when the requested value is the default.
     """
-    saved = {**(defaults or {}), **saved}
+    saved = defaults | saved
     differences = [
         f"{name}: saved={saved.get(name)!r} requested={requested.get(name)!r}"
         for name in sorted(set(saved) | set(requested))

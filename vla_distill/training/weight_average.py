@@ -2,8 +2,9 @@
 
 A small change of the weights can flip an action near a decision point of a task, and in
 closed loop that change compounds over the episode. An average of the weights over the last
-steps (horizon about ``1 / (1 - decay)`` steps) smooths out such step-to-step noise. The average is kept beside the model and swapped into it only while
-it acts: rollouts, evaluation and saving. Training always updates the model's own weights.
+steps (horizon about ``1 / (1 - decay)`` steps) smooths out such step-to-step noise. The
+average is kept beside the model and swapped into it only while it acts: rollouts,
+evaluation and saving. Training always updates the model's own weights.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class WeightAverage:
         self.model = model
         self.decay = decay
         self.updates = 0
-        self.average = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        # state_dict() tensors share storage with the model's parameters and buffers, and both
+        # the optimizer and load_state_dict write in place, so this view stays current.
+        self.model_state = model.state_dict()
+        self.average = {name: value.detach().clone() for name, value in self.model_state.items()}
 
     def current_decay(self) -> float:
         """Return the decay that the next update applies."""
@@ -40,10 +44,10 @@ class WeightAverage:
     def update(self) -> None:
         """Move the average towards the model's current weights."""
         weight = 1.0 - self.current_decay()
-        for name, value in self.model.state_dict().items():
+        for name, value in self.model_state.items():
             average = self.average[name]
             if average.is_floating_point():
-                average.lerp_(value.detach(), weight)
+                average.lerp_(value, weight)
             else:
                 average.copy_(value)
         self.updates += 1
@@ -51,7 +55,7 @@ class WeightAverage:
     @contextmanager
     def applied(self) -> Iterator[nn.Module]:
         """Load the averaged weights into the model for the duration of the block, then restore its own."""
-        raw = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        raw = {name: value.detach().clone() for name, value in self.model_state.items()}
         self.model.load_state_dict(self.average, strict=True)
         try:
             yield self.model
@@ -65,7 +69,10 @@ class WeightAverage:
     def load_state_dict(self, state: dict) -> None:
         """Restore the state returned by ``state_dict``."""
         if set(state["average"]) != set(self.average):
-            raise ValueError("the saved weight average belongs to a model with other parameters")
+            raise ValueError(
+                "invalid weight average state: its parameter names differ from the model's. "
+                "Load it into a model of the architecture it was saved from"
+            )
         self.decay = float(state["decay"])
         self.updates = int(state["updates"])
         self.average = {name: value.detach().clone() for name, value in state["average"].items()}
